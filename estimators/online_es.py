@@ -1,0 +1,104 @@
+"""Machinery shared by the online antithetic estimators whose pairs keep their own states (PES, NRES).
+
+Each of the N pairs holds a + state and a - state that persist across windows. A window applies
+theta + sigma eps_i to the + member and theta - sigma eps_i to the - member for K steps. If a pair's
+episode ends inside the window, the rest of the window belongs to a new episode, started with
+perturbation eps'_i; the two parts are weighted separately:
+
+    sample_i = (1/(2 sigma)) [ w_i (L_pre(+) - L_pre(-)) + w'_i (L_post(+) - L_post(-)) ]
+
+where L_pre, L_post are the parts' summed losses divided by K. PES and NRES differ only in
+eps, eps', w, w' and in what they carry to the next window.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from systems import System
+
+from .antithetic_es import antithetic_rows, antithetic_samples
+from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate
+from .rollout import Segment, stagger_offsets, start_episodes, unroll
+
+__all__ = ["OnlineES", "Directions", "split_window_samples"]
+
+
+class Directions(NamedTuple):
+    """Perturbations and weights of one window, each ``[N, D]``."""
+
+    eps: Tensor       # applied until an episode restart
+    eps_next: Tensor  # applied after it
+    w_pre: Tensor     # weight of the loss difference before the restart
+    w_post: Tensor    # weight after it
+
+
+def split_window_samples(pre_pos: Tensor, pre_neg: Tensor, w_pre: Tensor, post_pos: Tensor,
+                         post_neg: Tensor, w_post: Tensor, sigma: float) -> Tensor:
+    """``[N, D]``: w (L_pre+ - L_pre-)/(2 sigma) + w' (L_post+ - L_post-)/(2 sigma)."""
+    return (antithetic_samples(pre_pos, pre_neg, w_pre, sigma)
+            + antithetic_samples(post_pos, post_neg, w_post, sigma))
+
+
+class OnlineES(Estimator):
+    """Base of PES and NRES: N antithetic pairs with persistent +/- states, K steps per call."""
+
+    online = True
+
+    def __init__(self, truncation: int = 10, pairs: int = 8, sigma: float = 0.1,
+                 horizon: int | None = None, stagger: bool = False):
+        super().__init__(horizon=horizon, truncation=truncation)
+        self.pairs = _check_int("pairs", pairs)
+        self.sigma = _check_sigma(sigma, allow_zero=False)
+        self.stagger = bool(stagger)
+
+    @abc.abstractmethod
+    def burn_in_directions(self, seed: Tensor, particle: Tensor, dim: int, dtype) -> Tensor:
+        """``[N, D]`` perturbation applied during the staggered burn-in."""
+
+    @abc.abstractmethod
+    def new_state(self, seg: Segment, seed: Tensor, eps: Tensor, offsets: Tensor) -> Any:
+        """The state after `init` (``seg`` covers the 2N rows, ``eps`` the burn-in directions)."""
+
+    @abc.abstractmethod
+    def directions(self, state: Any, particle: Tensor, dim: int, dtype) -> Directions:
+        """This window's perturbations and weights."""
+
+    @abc.abstractmethod
+    def next_state(self, state: Any, seg: Segment, dirs: Directions) -> Any:
+        """The state after a window (``seg`` covers the 2N rows)."""
+
+    def _keys(self, seed: Tensor, n: int):
+        pair = torch.arange(n, device=seed.device).repeat(2)
+        return lambda episode: episode_keys(seed, pair, episode)
+
+    def init(self, system: System, theta: Tensor, *, seed: int):
+        theta = self.check(system, theta)
+        T, N = self.horizon_for(system), self.pairs
+        seed_t = self.seed_tensor(seed, theta)
+        particle = torch.arange(N, device=theta.device)
+        eps = self.burn_in_directions(seed_t, particle, system.param_dim, theta.dtype)
+        offsets = stagger_offsets(N, T, self.stagger, theta.device)
+        seg = start_episodes(system, antithetic_rows(theta, eps, self.sigma),
+                             self._keys(seed_t, N), offsets.repeat(2), T)
+        return self.new_state(seg, seed_t, eps, offsets)
+
+    @torch.no_grad()
+    def estimate(self, system: System, theta: Tensor, state) -> tuple[Estimate, Any]:
+        theta = self.check(system, theta)
+        T, K, N = self.horizon_for(system), self.truncation, self.pairs
+        particle = torch.arange(N, device=theta.device)
+        dirs = self.directions(state, particle, system.param_dim, theta.dtype)
+        rows = antithetic_rows(theta, dirs.eps, self.sigma)
+        rows_next = rows if dirs.eps_next is dirs.eps else antithetic_rows(theta, dirs.eps_next, self.sigma)
+        seg = unroll(system, rows, state.system, state.t.repeat(2), state.episode.repeat(2),
+                     self._keys(state.seed, N), K, T, theta_next=rows_next)
+        pre_pos, pre_neg = (seg.loss_pre / K).chunk(2)
+        post_pos, post_neg = (seg.loss_post / K).chunk(2)
+        samples = split_window_samples(pre_pos, pre_neg, dirs.w_pre, post_pos, post_neg,
+                                       dirs.w_post, self.sigma)
+        losses = 0.5 * (pre_pos + pre_neg + post_pos + post_neg)
+        return finite_estimate(samples, losses, 2 * N * K), self.next_state(state, seg, dirs)
