@@ -1,0 +1,164 @@
+"""Bias / variance table of every estimator on a system at fixed theta (the quick main job).
+
+For each estimator we draw M independent per-pair (per-key) estimates of the full-horizon
+gradient: a full-horizon estimator's samples directly, an online estimator's per-pair average of
+its T/K window contributions over one lockstep episode. Against a reference gradient g* of the
+smoothed full-horizon loss L_sigma (the closed form where the system has one, else antithetic ES
+with ``ref_pairs`` pairs, whose own standard error is reported):
+
+    bias^2   = ||mean - g*||^2 - tr(Cov)/M - SE(g*)^2     (unbiased; can dip below 0 by noise)
+    variance = tr(Cov) / N                                 (of one estimate with N pairs)
+    MSE      = bias^2 + variance,  cos = cos(mean, g*),  steps = simulated steps per estimate.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+import estimators
+import systems
+
+__all__ = ["Config", "Row", "run", "format_table", "main"]
+
+DEFAULT_ESTIMATORS = ["bptt", "truncated_bptt", "antithetic_es", "truncated_es", "pes", "nres"]
+
+
+@dataclass(frozen=True)
+class Config:
+    system: str = "linear_quadratic"
+    regime: str = "regular"
+    estimators: tuple[str, ...] = tuple(DEFAULT_ESTIMATORS)
+    horizon: int = 20
+    truncation: int = 5
+    sigma: float = 0.1
+    pairs: int = 16          # N of one estimate (the variance column)
+    draws: int = 2048        # M per-pair estimates used to measure the mean
+    ref_pairs: int = 32768
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class Row:
+    estimator: str
+    bias2: float
+    variance: float
+    mse: float
+    cosine: float
+    steps: int
+    seconds: float
+    nonfinite: int
+
+
+def _hyper(name: str, cfg: Config, n: int) -> dict:
+    params = inspect.signature(estimators.ESTIMATORS.get(name)).parameters
+    hp = {"horizon": cfg.horizon, "sigma": cfg.sigma, "truncation": cfg.truncation,
+          "samples": n, "pairs": n}
+    return {k: v for k, v in hp.items() if k in params}
+
+
+def per_pair_estimates(name: str, cfg: Config, system, theta) -> tuple[torch.Tensor, int]:
+    """``[M, D]`` independent full-horizon estimates and the number of non-finite ones."""
+    est = estimators.make(name, **_hyper(name, cfg, cfg.draws))
+    state = est.init(system, theta, seed=cfg.seed)
+    if not est.online:
+        e, _ = est.estimate(system, theta, state)
+        return e.samples, e.nonfinite
+    windows, nonfinite = [], 0
+    for _ in range(math.ceil(cfg.horizon / cfg.truncation)):
+        e, state = est.estimate(system, theta, state)
+        nonfinite = max(nonfinite, e.nonfinite)
+        if e.nonfinite:
+            return e.samples[:0], nonfinite  # rows no longer align across windows
+        windows.append(e.samples)
+    return torch.stack(windows).mean(0), 0
+
+
+def reference(cfg: Config, system, theta) -> tuple[torch.Tensor, float, str]:
+    """(g*, its standard error (norm), how it was computed)."""
+    if hasattr(system, "exact_grad"):
+        return system.exact_grad(theta, cfg.sigma, cfg.horizon).to(theta), 0.0, "closed form"
+    est = estimators.AntitheticES(pairs=cfg.ref_pairs, sigma=cfg.sigma, horizon=cfg.horizon)
+    e, _ = est.estimate(system, theta, est.init(system, theta, seed=cfg.seed + 10_000))
+    se = (e.samples.var(0).sum() / e.samples.shape[0]).sqrt().item()
+    return e.grad, se, f"antithetic ES, {cfg.ref_pairs} pairs"
+
+
+def run(cfg: Config, progress=None) -> dict:
+    """Measure every estimator of ``cfg``; returns the reference and one `Row` per estimator."""
+    cls = systems.SYSTEMS.get(cfg.system)
+    if cfg.regime not in cls.regimes:
+        raise ValueError(f"unknown regime {cfg.regime!r} of {cfg.system}; available: {', '.join(cls.regimes)}")
+    system = cls(**cls.regimes[cfg.regime])
+    theta = system.init_params(dtype=torch.float64, device=cfg.device)
+    ref, ref_se, how = reference(cfg, system, theta)
+    rows = []
+    for name in cfg.estimators:
+        if estimators.ESTIMATORS.get(name).needs_grad and not system.differentiable:
+            continue
+        start = time.perf_counter()
+        draws, nonfinite = per_pair_estimates(name, cfg, system, theta)
+        seconds = time.perf_counter() - start
+        n = draws.shape[0]
+        if n < 2:
+            rows.append(Row(name, *[math.nan] * 4, 0, seconds, nonfinite))
+            continue
+        tr_cov = draws.var(0).sum().item()
+        mean = draws.mean(0)
+        bias2 = ((mean - ref) ** 2).sum().item() - tr_cov / n - ref_se**2
+        variance = tr_cov / cfg.pairs
+        cosine = torch.nn.functional.cosine_similarity(mean, ref, dim=0).item()
+        hp = _hyper(name, cfg, cfg.pairs)
+        rows_per = cfg.pairs * (2 if "pairs" in hp else 1)
+        steps = rows_per * cfg.horizon
+        rows.append(Row(name, bias2, variance, bias2 + variance, cosine, steps, seconds, nonfinite))
+        if progress is not None:
+            progress.update(1)
+    return {"config": cfg, "reference": ref, "reference_se": ref_se, "reference_method": how,
+            "rows": rows, "system": system}
+
+
+def format_table(result: dict) -> str:
+    cfg = result["config"]
+    head = (f"{cfg.system} ({cfg.regime}), theta = {result['system'].init_params(torch.float64).tolist()}, "
+            f"T = {cfg.horizon}, K = {cfg.truncation}, sigma = {cfg.sigma}, N = {cfg.pairs} per estimate\n"
+            f"reference grad L_sigma: {[round(x, 4) for x in result['reference'].tolist()]} "
+            f"({result['reference_method']}, SE {result['reference_se']:.2g})\n")
+    lines = [f"{'estimator':16s}{'bias^2':>12s}{'variance':>12s}{'MSE':>12s}{'cos':>8s}{'steps':>9s}{'nonfinite':>10s}"]
+    for r in result["rows"]:
+        lines.append(f"{r.estimator:16s}{r.bias2:12.3g}{r.variance:12.3g}{r.mse:12.3g}{r.cosine:8.3f}"
+                     f"{r.steps:9d}{r.nonfinite:10d}")
+    return head + "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--systems", nargs="+", default=["linear_quadratic", "logistic_map", "influence_balancing"])
+    p.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS)
+    p.add_argument("--horizon", type=int, default=20)
+    p.add_argument("--truncation", type=int, default=5)
+    p.add_argument("--sigma", type=float, default=0.01)
+    p.add_argument("--pairs", type=int, default=16)
+    p.add_argument("--draws", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="fewer draws (a smoke run)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    draws = 256 if args.quick else args.draws
+    jobs = [(s, r) for s in args.systems for r in systems.SYSTEMS.get(s).regimes]
+    for name in args.estimators:
+        estimators.ESTIMATORS.get(name)
+    with tqdm(total=len(jobs) * len(args.estimators), unit="cell", desc="table") as bar:
+        for system, regime in jobs:
+            cfg = Config(system, regime, tuple(args.estimators), args.horizon, args.truncation,
+                         args.sigma, args.pairs, draws, 8 * draws, args.seed)
+            result = run(cfg, progress=bar)
+            tqdm.write(format_table(result) + "\n")
+    return 0
