@@ -4,15 +4,27 @@
     >>> system = make("logistic_map", r=3.9)
 """
 from . import noise
+from .ball_wall import BallWall
 from .base import System
+from .diagnostics import (GradientGrowth, LyapunovExponents, gradient_growth_rate,
+                          jacobian_eigenvalues, lyapunov_exponents)
+from .disk_packing import DiskPacking
+from .double_pendulum import DoublePendulum
 from .influence_balancing import InfluenceBalancing
+from .learned_optimizer import LearnedOptimizer
 from .linear_quadratic import LinearQuadratic
 from .logistic_map import LogisticMap
+from .lorenz_fit import LorenzFit
+from .lr_schedule_toy import LRScheduleToy
+from .metz_sgd_momentum import MetzSGDMomentum
 from .registry import SYSTEMS, Registry, available, make, register
 from .tree import tree_cat, tree_index, tree_leaves, tree_map, tree_where
 
 __all__ = [
     "System", "make", "available", "register", "noise", "Registry", "SYSTEMS",
-    "LinearQuadratic", "LogisticMap", "InfluenceBalancing",
+    "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
+    "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
+    "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
+    "GradientGrowth",
     "tree_map", "tree_where", "tree_cat", "tree_index", "tree_leaves",
 ]

@@ -34,6 +34,9 @@ __all__ = ["LyapunovExponents", "GradientGrowth", "lyapunov_exponents", "jacobia
 
 # Key salt and noise stream of the diagnostics' own randomness (initial tangent vectors).
 _DIAG = 0xD1A6
+# Up to this many state coordinates the full step Jacobian is cheaper than k JVPs (see
+# `_tangent_step`): per-op overhead, not arithmetic, dominates small batched steps.
+_FULL_JACOBIAN_MAX = 32
 
 
 class LyapunovExponents(NamedTuple):
@@ -119,33 +122,41 @@ def _tangent_step(system: System, theta: Tensor, state: Any, t: Tensor, keys: Te
                   v: Tensor) -> tuple[Any, Tensor]:
     """One step and its state JVPs: ``(s_{t+1} [B, ...], J_t v [B, n, k])`` for ``v [B, n, k]``.
 
-    The k tangents ride on k copies of the batch (rows are independent by contract), so one call
-    of `step` serves them all; the step's loss is ignored. J v comes from reverse mode twice,
-    J v = d/du <J^T u, v> (u a dummy cotangent): torch.autograd.forward_ad gives the same
-    numbers, but in torch 2.13 every op mixing a dual and a plain tensor takes a Python path
-    (~2 ms per multiply on CPU), which made it 5-10x slower than this.
+    Reverse mode only, on m copies of the batch (rows are independent by contract), so one call
+    of `step` serves all directions; the step's loss is ignored. Small or square problems
+    (n <= max(2k, 32)) take one backward pass on n copies for the full J_t, then J_t v;
+    otherwise two passes on k copies give J v = d/du <J^T u, v> directly (u a dummy cotangent).
+    torch.autograd.forward_ad would give the same numbers, but in torch 2.13 every op mixing a
+    dual and a plain tensor takes a Python path (~2 ms per multiply on CPU), 5-10x slower.
     """
     b, n, k = v.shape
+    full = n <= max(2 * k, _FULL_JACOBIAN_MAX)
+    m = n if full else k
 
     def rep(x: Tensor) -> Tensor:
-        return x.repeat(k, *([1] * (x.dim() - 1)))
+        return x if m == 1 else x.repeat(m, *([1] * (x.dim() - 1)))
 
+    jv = None
     with torch.enable_grad():
         x = rep(_flatten_state(state)).detach().requires_grad_()
-        start = _unflatten_state(x, tree_map(lambda y: rep(y.detach()), state))
+        start = _unflatten_state(x, tree_map(lambda z: rep(z.detach()), state))
         nxt, _ = system.step(rep(theta), start, rep(t), rep(keys))
         y = _flatten_state(nxt)
-        jv = None
-        if y.requires_grad:
+        if y.requires_grad and full:  # row i*B + b of the cotangent is e_i: row i of J_t[b]
+            eye = torch.eye(n, dtype=y.dtype, device=y.device).repeat_interleave(b, 0)
+            (g,) = torch.autograd.grad(y, x, eye, allow_unused=True)
+            if g is not None:
+                jv = g.reshape(n, b, n).transpose(0, 1) @ v.to(g.dtype)
+        elif y.requires_grad:
             u = torch.zeros_like(y, requires_grad=True)
             (jtu,) = torch.autograd.grad(y, x, u, create_graph=True, allow_unused=True)
             if jtu is not None and jtu.requires_grad:
                 tangent = v.permute(2, 0, 1).reshape(k * b, n).to(jtu.dtype)
-                (jv,) = torch.autograd.grad(jtu, u, tangent, allow_unused=True)
+                (g,) = torch.autograd.grad(jtu, u, tangent, allow_unused=True)
+                jv = None if g is None else g.reshape(k, b, n).permute(1, 2, 0)
     if jv is None:  # the next state does not depend on the state
-        jv = torch.zeros(k * b, n, dtype=theta.dtype, device=theta.device)
-    nxt = tree_map(lambda z: z[:b].detach(), nxt)
-    return nxt, jv.detach().reshape(k, b, n).permute(1, 2, 0)
+        jv = torch.zeros(b, n, k, dtype=theta.dtype, device=theta.device)
+    return tree_map(lambda z: z[:b].detach(), nxt), jv.detach()
 
 
 def _advance(system: System, theta: Tensor, state: Any, start: int, steps: int,
