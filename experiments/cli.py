@@ -1,15 +1,38 @@
-"""The ``chaosgrad`` command line: ``list`` and ``table`` (more subcommands come with the experiments)."""
+"""The ``chaosgrad`` command line.
+
+Each subcommand lives in its own module of `experiments` with ``add_arguments(parser)`` and
+``main(args) -> int``; this file only wires them up and turns bad input into a one-line error
+with exit code 2 (never a traceback).
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 import estimators
 import systems
 
-from . import table
+__all__ = ["main", "build_parser", "resolve_system"]
 
-__all__ = ["main"]
+# subcommand -> (module of `experiments`, one-line help)
+COMMANDS = {
+    "table": ("table", "bias^2 / variance / MSE of every estimator at fixed theta, printed"),
+    "curves": ("curves", "bias^2, variance, MSE vs horizon T, truncation K and cost, into a results dir"),
+    "reproduce": ("reproduce", "the paper's chaos-failure figures (fig1..fig4 or all)"),
+    "report": ("report", "(re)build the HTML report of a results directory"),
+}
+
+
+def resolve_system(name: str) -> str:
+    """A registered system name from ``name`` or an unambiguous prefix ("logistic")."""
+    names = list(systems.available())
+    if name in names:
+        return name
+    hits = [n for n in names if n.startswith(name)]
+    if len(hits) == 1:
+        return hits[0]
+    raise ValueError(f"unknown system {name!r}; available: {', '.join(names)}")
 
 
 def _list(_: argparse.Namespace) -> int:
@@ -22,13 +45,26 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: one line, exit code 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="chaosgrad", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="chaosgrad", description="Compare gradient estimators on iterated "
+                "dynamical systems (BPTT, truncated BPTT, ES, PES, NRES).")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="registered systems and estimators").set_defaults(func=_list)
-    t = sub.add_parser("table", help="bias^2 / variance / MSE of every estimator at fixed theta")
-    table.add_arguments(t)
-    t.set_defaults(func=table.main)
+    for command, (module, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"experiments.{module}")
+        except ModuleNotFoundError as err:
+            if err.name != f"experiments.{module}":
+                raise
+            continue  # a subcommand not written yet
+        s = sub.add_parser(command, help=help_, description=help_)
+        mod.add_arguments(s)
+        s.set_defaults(func=mod.main)
     return p
 
 
@@ -40,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:  # bad input: one line, exit code 2, no traceback
         print(f"chaosgrad: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("chaosgrad: interrupted; finished cells are saved, rerun to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from .linear_quadratic import LinearQuadratic
 from .logistic_map import LogisticMap
 from .lorenz_fit import LorenzFit
 from .lr_schedule_toy import LRScheduleToy
+from .mass_spring_walker import MassSpringWalker
 from .metz_sgd_momentum import MetzSGDMomentum
 from .registry import SYSTEMS, Registry, available, make, register
 from .tree import tree_cat, tree_index, tree_leaves, tree_map, tree_where
@@ -24,6 +25,7 @@ __all__ = [
     "System", "make", "available", "register", "noise", "Registry", "SYSTEMS",
     "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
     "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
+    "MassSpringWalker",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
     "tree_map", "tree_where", "tree_cat", "tree_index", "tree_leaves",

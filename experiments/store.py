@@ -1,0 +1,235 @@
+"""The results store of one output directory: an embedded SQLite file, one row per finished cell.
+
+A sweep is a list of `Cell`s (kind of experiment, system, estimator, hyper-parameters, seed).
+Each cell is computed once: `ResultsStore.put` writes its metrics in a single transaction as
+soon as it is done, and a rerun skips every cell whose key is already there. Because SQLite
+commits atomically (journal in WAL mode), killing a sweep (Ctrl-C, kill -9) loses at most the
+cell in flight and never leaves a half-written row; changing a setting changes the cell keys,
+so only the new cells are computed.
+
+Example::
+
+    store = ResultsStore("results/run1")
+    cell = Cell("curves", "logistic_map", "pes", {"T": 100, "K": 10, "sigma": 0.01}, seed=0)
+    if not store.done(cell):
+        store.put(cell, {"bias2": 1e-4, "variance": 2e-3}, steps=12800, seconds=0.4)
+    store.rows("curves", system="logistic_map")   # list of dicts, params and metrics decoded
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Cell", "ResultsStore", "library_version", "STORE_FILE"]
+
+STORE_FILE = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    key       TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,
+    system    TEXT NOT NULL,
+    estimator TEXT NOT NULL,
+    params    TEXT NOT NULL,
+    seed      INTEGER NOT NULL,
+    metrics   TEXT NOT NULL,
+    steps     INTEGER NOT NULL,
+    seconds   REAL NOT NULL,
+    version   TEXT NOT NULL,
+    device    TEXT NOT NULL,
+    created   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cells_kind ON cells (kind, system);
+CREATE TABLE IF NOT EXISTS runs (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    started TEXT NOT NULL
+);
+"""
+
+
+def library_version() -> str:
+    """chaosgrad's installed version ("unknown" when run from a bare checkout)."""
+    try:
+        from importlib.metadata import version
+        return version("chaosgrad")
+    except Exception:  # not installed: running from a source tree
+        return "unknown"
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON values: tuples become lists, non-finite floats become strings."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)  # 'nan', 'inf', '-inf': JSON has no literal for them
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:  # numpy / torch scalars
+        return _jsonable(x.item())
+    if hasattr(x, "tolist"):
+        return _jsonable(x.tolist())
+    return x
+
+
+def _decode(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _decode(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_decode(v) for v in x]
+    if x in ("nan", "inf", "-inf"):
+        return float(x)
+    return x
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(_jsonable(x), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work of a sweep, identified by everything that determines its result.
+
+    Attributes:
+        kind: the experiment, e.g. ``"curves"`` or ``"fig1_variance"``.
+        system: registry name of the system.
+        estimator: registry name of the estimator (or ``"-"`` when none applies).
+        params: JSON-able hyper-parameters (T, K, sigma, pairs, regime, theta, ...).
+        seed: the seed of this cell's randomness.
+    """
+
+    kind: str
+    system: str
+    estimator: str = "-"
+    params: dict = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        """A stable hash of the cell's identity (equal settings give equal keys)."""
+        text = _dumps([self.kind, self.system, self.estimator, self.params, self.seed])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ResultsStore:
+    """SQLite store ``DIR/results.sqlite`` of finished cells and of the commands that ran.
+
+    Args:
+        directory: the output directory (created if missing).
+    Raises:
+        ValueError: when the directory cannot be created or written.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path = self.directory / STORE_FILE
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise ValueError(f"cannot write results to {str(directory)!r}: {err}") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def done(self, cell: Cell) -> bool:
+        """Whether ``cell`` has a finished row."""
+        row = self._conn.execute("SELECT 1 FROM cells WHERE key = ?", (cell.key,)).fetchone()
+        return row is not None
+
+    def put(self, cell: Cell, metrics: dict, *, steps: int, seconds: float,
+            device: str = "cpu") -> None:
+        """Write a finished cell in one transaction (replacing an older row of the same key)."""
+        values = (cell.key, cell.kind, cell.system, cell.estimator, _dumps(cell.params),
+                  int(cell.seed), _dumps(metrics), int(steps), float(seconds), library_version(),
+                  str(device), time.strftime("%Y-%m-%dT%H:%M:%S"))
+        with self._transaction():
+            self._conn.execute("INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                               values)
+
+    def get(self, cell: Cell) -> dict | None:
+        """The stored row of ``cell`` as a dict, or None."""
+        rows = self._select("WHERE key = ?", (cell.key,))
+        return rows[0] if rows else None
+
+    def rows(self, kind: str | None = None, **where: Any) -> list[dict]:
+        """Finished rows, optionally filtered by kind and by column equality (system=...).
+
+        Each row is a dict with the columns; ``params`` and ``metrics`` are decoded dicts.
+        """
+        clauses, args = [], []
+        if kind is not None:
+            clauses.append("kind = ?")
+            args.append(kind)
+        for col, val in where.items():
+            if col not in ("system", "estimator", "seed"):
+                raise ValueError(f"cannot filter on {col!r}")
+            clauses.append(f"{col} = ?")
+            args.append(val)
+        return self._select(("WHERE " + " AND ".join(clauses)) if clauses else "", tuple(args))
+
+    def kinds(self) -> list[str]:
+        """The experiment kinds present in the store."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT kind FROM cells ORDER BY kind")]
+
+    def log_run(self, argv: list[str], versions: dict | None = None) -> None:
+        """Record a command line and the versions it ran with (shown in the report)."""
+        versions = versions or environment()
+        with self._transaction():
+            self._conn.execute("INSERT INTO runs (command, versions, started) VALUES (?,?,?)",
+                               (" ".join(argv), _dumps(versions), time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def runs(self) -> list[dict]:
+        """Commands recorded by `log_run`, oldest first."""
+        cur = self._conn.execute("SELECT command, versions, started FROM runs ORDER BY id")
+        return [{"command": c, "versions": json.loads(v), "started": s} for c, v, s in cur]
+
+    def _select(self, clause: str, args: tuple) -> list[dict]:
+        cur = self._conn.execute(f"SELECT * FROM cells {clause} ORDER BY created, rowid", args)
+        cols = [d[0] for d in cur.description]
+        out = []
+        for values in cur:
+            row = dict(zip(cols, values))
+            row["params"] = _decode(json.loads(row["params"]))
+            row["metrics"] = _decode(json.loads(row["metrics"]))
+            out.append(row)
+        return out
+
+    def _transaction(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, *_):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return _Tx()
+
+
+def environment() -> dict:
+    """Versions of Python, chaosgrad, torch and numpy, and the platform."""
+    import numpy
+    import torch
+    return {"chaosgrad": library_version(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "numpy": numpy.__version__,
+            "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
