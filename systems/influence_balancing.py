@@ -10,7 +10,9 @@ is +1 at k = 1 and +10 at k = 10 (the first ten entries of v are +1), while the 
 ds[0]/dtheta = ((I - A)^{-1} v)[0] = 2 * (10 - 13) = -6. So the long-horizon optimum is
 theta = -1/6 (the optimum of a finite episode, `exact_optimum`, tends to it), but truncated backprop with K <= 10 sees the opposite sign and pushes theta away
 from it. Deterministic: the episode keys are unused. Episodes are long (``horizon``, default
-1000) to stand for "no episode end".
+1000) to stand for "no episode end". Parameters: ``theta0`` (starting theta, 0.5), ``horizon``,
+``n_positive`` (entries of v equal to +1, 10). One regime, ``"regular"``: the map is linear with
+every Lyapunov exponent ln 0.5; the difficulty is truncation bias, not chaos.
 """
 from __future__ import annotations
 

@@ -12,6 +12,12 @@ With M_t = ds_t/dtheta (M_0 = 0, M_{t+1} = A M_t + B) and mu_t = E[s_t],
 
 and because L is quadratic in theta, the Gaussian-smoothed loss L_sigma differs from L by a
 constant: grad L_sigma = grad L for every sigma.
+
+Parameters: ``state_dim`` (4), ``param_dim`` (3), ``horizon`` (20), ``spectral_radius`` rho,
+``noise_std``, ``init_std``, ``matrix_seed`` (fixes Q, B, g). Regimes (``spectral_radius``):
+``"regular"`` 0.9 (every Lyapunov exponent is ln 0.9) and ``"unstable"`` 1.1 (ln 1.1 > 0: the
+pathwise gradient grows like 1.1^T, exponential growth without chaos). Not from a paper: the
+closed-form reference of the estimator tests (any LQ control text).
 """
 from __future__ import annotations
 

@@ -23,7 +23,12 @@ google-research/persistent_es) interpolates the learning rates linearly,
 (t/T) theta_1). T in the schedule is always the system's ``horizon``. theta starts at (-4, -4).
 The meta-loss surface is rugged: the sin(x1)^2 ripples, gated by exp(-5 x0^2), trap short
 unrolls, so truncated BPTT (short-horizon bias) stalls while PES reaches the region of large
-initial and small final learning rates. Not chaotic; one regime: ``regular`` (the paper's setup).
+initial and small final learning rates. At large learning rates (lr_t of several units) the
+meta-loss is rugged at every scale: late in the episode the ripple gate opens while lr_t is
+still large, and x1 bounces across the kink of |x1 - 100| (a discontinuity of the step in x1),
+so near the optimum (2.75, -1.75) the 100-step pathwise gradient is ~1e5 times the slope of
+the meta-loss on a 0.25 grid. Not chaotic on average; one regime: ``regular`` (the paper's
+setup).
 """
 from __future__ import annotations
 
