@@ -1,0 +1,72 @@
+"""Wall time of the quick commands against their targets, each in a fresh temporary directory.
+
+    python -m experiments.bench_cli                 # curves (and reproduce, when it exists)
+    python -m experiments.bench_cli --only curves
+
+Runs ``chaosgrad curves logistic --quick`` (target 2 minutes) and ``chaosgrad reproduce all
+--quick`` (target 10 minutes; only if experiments/reproduce.py exists) as separate processes,
+so the wall time includes starting Python and importing torch, and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["BENCHMARKS", "bench", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (chaosgrad arguments, target seconds, module that must exist)
+BENCHMARKS = {
+    "curves": (["curves", "logistic", "--quick"], 120.0, "curves"),
+    "reproduce": (["reproduce", "all", "--quick"], 600.0, "reproduce"),
+}
+
+
+def bench(args: list[str], timeout: float) -> tuple[float, int, str]:
+    """(wall seconds, exit code, last line of output) of ``chaosgrad args --out <fresh dir>``."""
+    with tempfile.TemporaryDirectory(prefix="chaosgrad-bench-") as tmp:
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "experiments.cli", *args, "--out",
+                                   str(Path(tmp) / "results")], capture_output=True, text=True,
+                                  env=env, cwd=tmp, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return time.perf_counter() - start, 124, f"timed out after {timeout:.0f} s"
+        seconds = time.perf_counter() - start
+        lines = (proc.stdout + proc.stderr).strip().splitlines()
+        return seconds, proc.returncode, lines[-1] if lines else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench_cli",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    args = p.parse_args(argv)
+    print(f"{platform.node()}: {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"{'command':42s}{'wall s':>9s}{'target s':>10s}  result")
+    failed = False
+    for name in args.only:
+        cmd, target, module = BENCHMARKS[name]
+        line = "chaosgrad " + " ".join(cmd)
+        if not (ROOT / "experiments" / f"{module}.py").exists():
+            print(f"{line:42s}{'-':>9s}{target:10.0f}  skipped: no experiments/{module}.py")
+            continue
+        seconds, code, last = bench(cmd, timeout=3 * target)
+        ok = code == 0 and seconds <= target
+        failed |= not ok
+        verdict = "ok" if ok else ("over target" if code == 0 else f"exit code {code}: {last}")
+        print(f"{line:42s}{seconds:9.1f}{target:10.0f}  {verdict}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

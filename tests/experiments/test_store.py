@@ -1,0 +1,141 @@
+"""The results store and the resumable sweep runner: resume, new settings, kill -9 part-way."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from experiments.store import STORE_FILE, Cell, ResultsStore
+from experiments.sweep import CellResult, run_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def grid(n: int, sigma: float = 0.1) -> list[Cell]:
+    return [Cell("test", "logistic_map", "pes", {"T": 10 * (i + 1), "sigma": sigma}, seed=i)
+            for i in range(n)]
+
+
+class Counter:
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, cell: Cell) -> CellResult:
+        self.seen.append(cell.key)
+        return CellResult({"value": cell.params["T"] * cell.params["sigma"], "nan": float("nan")},
+                          steps=cell.params["T"])
+
+
+def run(directory, cells, compute):
+    with ResultsStore(directory) as store:
+        return run_cells(store, cells, compute)
+
+
+def test_cells_round_trip_with_non_finite_metrics(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        cell = grid(1)[0]
+        store.put(cell, {"bias2": float("inf"), "grad": [1.0, float("nan")]}, steps=3, seconds=0.5)
+        row = store.get(cell)
+        assert store.done(cell) and not store.done(grid(2)[1])
+    assert row["metrics"]["bias2"] == float("inf") and row["metrics"]["grad"][0] == 1.0
+    assert row["params"] == cell.params and row["steps"] == 3 and row["version"]
+
+
+def test_rerun_skips_finished_cells(tmp_path):
+    first, again = Counter(), Counter()
+    rows = run(tmp_path, grid(6), first)
+    assert len(first.seen) == 6 and [r["metrics"]["value"] for r in rows] == [
+        pytest.approx(10 * (i + 1) * 0.1) for i in range(6)]
+    rows_again = run(tmp_path, grid(6), again)
+    assert again.seen == []
+    assert [r["key"] for r in rows_again] == [r["key"] for r in rows]
+
+
+def test_changed_settings_compute_only_new_cells(tmp_path):
+    run(tmp_path, grid(4), Counter())
+    more, other_sigma = Counter(), Counter()
+    run(tmp_path, grid(6), more)                          # two more cells
+    assert more.seen == [c.key for c in grid(6)[4:]]
+    run(tmp_path, grid(6, sigma=0.2), other_sigma)
+    assert len(other_sigma.seen) == 6                                         # all new keys
+    with ResultsStore(tmp_path) as store:
+        assert len(store.rows("test")) == 12
+
+
+def test_duplicate_cells_are_computed_once(tmp_path):
+    counter = Counter()
+    cells = grid(3) + grid(3)
+    rows = run(tmp_path, cells, counter)
+    assert len(counter.seen) == 3 and len(rows) == 6
+
+
+def test_unwritable_directory_is_a_value_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="cannot write results"):
+        ResultsStore(blocker / "sub")
+
+
+SWEEP = textwrap.dedent("""
+    import sys, time
+    from experiments.store import Cell, ResultsStore
+    from experiments.sweep import CellResult, run_cells
+
+    def compute(cell):
+        print("computing", cell.key, flush=True)
+        time.sleep(float(sys.argv[2]))
+        return CellResult({"T": cell.params["T"], "payload": list(range(200))},
+                          steps=cell.params["T"])
+
+    cells = [Cell("kill", "logistic_map", "bptt", {"T": t}, seed=0) for t in range(1, 21)]
+    run_cells(ResultsStore(sys.argv[1]), cells, compute)
+    print("finished", flush=True)
+""")
+
+
+def _sweep(directory: Path, sleep: float) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", SWEEP, str(directory), str(sleep)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finished(directory: Path) -> int:
+    if not (directory / STORE_FILE).exists():
+        return 0
+    try:
+        with closing(sqlite3.connect(directory / STORE_FILE, timeout=5)) as conn:
+            return conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is being created
+        return 0
+
+
+def test_sigkill_part_way_then_rerun_loses_and_duplicates_nothing(tmp_path):
+    proc = _sweep(tmp_path, 0.15)
+    deadline = time.time() + 60
+    while _finished(tmp_path) < 5 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)          # no cleanup, mid-cell
+    proc.communicate(timeout=30)
+    done_before = _finished(tmp_path)
+    assert 5 <= done_before < 20, "the sweep should have been killed part-way"
+
+    rerun = _sweep(tmp_path, 0.0)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    computed = [line.split()[1] for line in out.splitlines() if line.startswith("computing")]
+
+    with closing(sqlite3.connect(tmp_path / STORE_FILE)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        keys = [k for (k,) in conn.execute("SELECT key FROM cells WHERE kind = 'kill'")]
+        metrics = [json.loads(m) for (m,) in conn.execute("SELECT metrics FROM cells")]
+    assert len(keys) == len(set(keys)) == 20                 # nothing lost, nothing duplicated
+    assert len(computed) == 20 - done_before                 # finished cells were not redone
+    assert all(m["payload"] == list(range(200)) for m in metrics)   # no half-written row
+    assert sorted(m["T"] for m in metrics) == list(range(1, 21))
