@@ -21,6 +21,9 @@ COMMANDS = {
     "curves": ("curves", "bias^2, variance, MSE vs horizon T, truncation K and cost, into a results dir"),
     "reproduce": ("reproduce", "the paper's chaos-failure figures (fig1..fig4 or all)"),
     "report": ("report", "(re)build the HTML report of a results directory"),
+    "advise": ("advise", "check a system (yours or a registered one) and recommend an estimator, with evidence"),
+    "train": ("train", "meta-train a system with one estimator or strategy on a budget of steps"),
+    "compare": ("train", "learning curves of several methods on equal compute, into a results dir"),
 }
 
 

@@ -4,7 +4,7 @@ One `Registry` serves both systems and estimators; each package keeps its own in
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 __all__ = ["Registry", "register", "make", "available"]
 
@@ -17,6 +17,7 @@ class Registry(Generic[C]):
     def __init__(self, kind: str):
         self.kind = kind
         self._classes: dict[str, C] = {}
+        self._families: dict[str, tuple[Callable[..., Any], str, str]] = {}
 
     def register(self, name: str) -> Callable[[C], C]:
         """Class decorator: ``@REGISTRY.register("pes")`` makes ``make("pes")`` work."""
@@ -28,21 +29,47 @@ class Registry(Generic[C]):
             return cls
         return deco
 
+    def register_family(self, prefix: str, factory: Callable[..., Any], *, example: str) -> None:
+        """Resolve every ``"prefix:NAME"``: ``make("evosax:SNES", **kw)`` is ``factory("SNES", **kw)``.
+
+        ``available()`` lists the family once, as ``"prefix:<Name>"``, with ``example``.
+        """
+        if ":" in prefix or prefix in self._families or prefix in self._classes:
+            raise ValueError(f"{self.kind} family {prefix!r} is registered twice or contains ':'")
+        self._families[prefix] = (factory, example, f"{prefix}:<Name>")
+
     def get(self, name: str) -> C:
-        """The class registered under ``name`` (ValueError naming the choices if unknown)."""
+        """The class registered under ``name`` (ValueError naming the choices if unknown).
+
+        For a family name ``"prefix:NAME"`` this is the family's factory.
+        """
+        family = self._family(name)
+        if family is not None:
+            return family
         if not isinstance(name, str) or name not in self._classes:
-            raise ValueError(f"unknown {self.kind} {name!r}; available: "
-                             f"{', '.join(sorted(self._classes))}")
+            listed = sorted(self._classes) + [f[2] for f in self._families.values()]
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(listed)}")
         return self._classes[name]
 
     def make(self, name: str, **kwargs):
         """Build a registered class by name with its constructor's keyword arguments."""
+        family = self._family(name)
+        if family is not None:
+            return family(name.partition(":")[2], **kwargs)
         return self.get(name)(**kwargs)
 
+    def _family(self, name: Any) -> Callable[..., Any] | None:
+        prefix, sep, _ = name.partition(":") if isinstance(name, str) else ("", "", "")
+        return self._families[prefix][0] if sep and prefix in self._families else None
+
     def available(self) -> dict[str, str]:
-        """Registered names with the first line of each class docstring."""
-        return {n: (c.__doc__ or "").strip().splitlines()[0]
-                for n, c in sorted(self._classes.items())}
+        """Registered names with the first line of each class docstring (families once each)."""
+        out = {n: (c.__doc__ or "").strip().splitlines()[0]
+               for n, c in sorted(self._classes.items())}
+        for factory, example, listed in self._families.values():
+            doc = (factory.__doc__ or "").strip().splitlines()[0]
+            out[listed] = f"{doc} (e.g. {example})"
+        return out
 
 
 SYSTEMS: Registry = Registry("system")

@@ -1,0 +1,69 @@
+"""Meta-training on equal compute (`chaosgrad train` / `compare`): curves, the store, the CLI."""
+import math
+import time
+
+import pytest
+
+from experiments import cli, train
+from experiments.store import ResultsStore
+
+pytest.importorskip("cma")
+
+TINY = train.Config(system="metz_sgd_momentum", regime="chaotic", methods=("bptt", "pes", "cmaes"),
+                    budget=3000, seeds=2, checkpoints=3, eval_episodes=16)
+
+
+def test_curves_are_stored_once_and_measured_at_the_checkpoints(tmp_path):
+    results = train.run(TINY, tmp_path, progress=False)
+    assert results["new"] == 6 and len(results["rows"]) == 6
+    for row in results["rows"]:
+        m = row["metrics"]
+        assert len(m["steps"]) == len(m["loss"]) == len(m["seconds"]) == TINY.checkpoints + 1
+        assert m["steps"][0] == 0 and m["steps"] == sorted(m["steps"])
+        assert m["steps"][-1] >= TINY.budget and row["steps"] == m["steps"][-1]
+        # the checkpoint of each step count is the first update that reaches it
+        assert all(s >= TINY.budget * k // TINY.checkpoints for k, s in enumerate(m["steps"]))
+        assert all(math.isfinite(x) for x in m["loss"]) and m["final_loss"] == m["loss"][-1]
+    # every method starts from the same theta, evaluated on the same fixed episodes
+    assert len({r["metrics"]["loss"][0] for r in results["rows"]}) == 1
+    start = time.perf_counter()
+    again = train.run(TINY, tmp_path, progress=False)
+    assert again["new"] == 0 and time.perf_counter() - start < 5
+    assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in results["rows"]]
+    s = again["summary"]["pes"]
+    assert s["seeds"] == 2 and s["q25"][-1] <= s["median"][-1] <= s["q75"][-1]
+    paths = train.plot(again, tmp_path)
+    for png in paths:
+        assert png.exists() and png.with_suffix(".csv").exists() and png.with_suffix(".txt").exists()
+        assert png.name.startswith("compare_metz_sgd_momentum_")
+
+
+def test_same_seed_same_curve_other_seed_other_curve():
+    a = train.train_curve(TINY, "pes", 0).metrics
+    b = train.train_curve(TINY, "pes", 0).metrics
+    c = train.train_curve(TINY, "pes", 1).metrics
+    assert a["loss"] == b["loss"] and a["loss"] != c["loss"]
+
+
+def test_cli_compare_and_train(tmp_path, capsys):
+    args = ["--budget", "2000", "--seeds", "1", "--checkpoints", "2", "--eval-episodes", "8",
+            "--out", str(tmp_path)]
+    assert cli.main(["compare", "linear", "--methods", "bptt", "cmaes", *args]) == 0
+    out = capsys.readouterr().out
+    assert "results:" in out and "figures:" in out and "report:" in out
+    assert (tmp_path / "figures" / "compare_linear_quadratic_steps.png").exists()
+    assert cli.main(["train", "linear", "--method", "bptt", *args]) == 0
+    assert "(0 computed now)" in capsys.readouterr().out  # the compare run stored this curve
+    with ResultsStore(tmp_path) as store:
+        assert len(store.rows("train")) == 2 and len(store.runs()) == 2
+    assert cli.main(["train", "linear", "--method", "bptt", "pes", *args]) == 2
+    assert cli.main(["compare", "linear", "--methods", "nope", *args]) == 2
+    assert cli.main(["compare", "linear", "--methods", "cmaes", "--budget", "0", "--out", str(tmp_path)]) == 2
+    assert "budget" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_compare_runs_in_under_three_minutes(tmp_path):
+    start = time.perf_counter()
+    assert cli.main(["compare", "metz", "--quick", "--out", str(tmp_path)]) == 0
+    assert time.perf_counter() - start < 180
