@@ -6,6 +6,7 @@
 from . import noise
 from .ball_wall import BallWall
 from .base import System
+from .check import Check, CheckReport, check_system
 from .diagnostics import (GradientGrowth, LyapunovExponents, gradient_growth_rate,
                           jacobian_eigenvalues, lyapunov_exponents)
 from .disk_packing import DiskPacking
@@ -28,5 +29,6 @@ __all__ = [
     "MassSpringWalker",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
+    "check_system", "CheckReport", "Check",
     "tree_map", "tree_where", "tree_cat", "tree_index", "tree_leaves",
 ]

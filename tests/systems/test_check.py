@@ -1,0 +1,174 @@
+"""`check_system` passes every shipped system and names the failure of deliberately broken ones."""
+import pytest
+import torch
+
+import systems
+from systems import System, check_system, noise
+
+
+class Toy(System):
+    """x <- 0.9 x + theta + 0.1 w(key, t), loss = x^2: a small correct system to break."""
+
+    name = "toy"
+    param_dim = 2
+    state_dim = 2
+    horizon = 8
+
+    def init_params(self, dtype=torch.float32, device=None):
+        return torch.tensor([0.3, -0.2], dtype=dtype, device=device)
+
+    def init_state(self, theta, keys):
+        return noise.normal(keys, 0, stream=0, shape=(2,), dtype=theta.dtype)
+
+    def noise(self, keys, t, like):
+        return noise.normal(keys, t, stream=1, shape=(2,), dtype=like.dtype)
+
+    def step(self, theta, state, t, keys):
+        nxt = 0.9 * state + theta + 0.1 * self.noise(keys, t, state)
+        return nxt, (nxt**2).sum(-1)
+
+
+class PrivateGenerator(Toy):
+    """A stateful generator shared by all trajectories: the same key gives new numbers."""
+
+    def __init__(self):
+        self.gen = torch.Generator().manual_seed(0)
+
+    def noise(self, keys, t, like):
+        return torch.randn(like.shape, generator=self.gen, dtype=like.dtype)
+
+
+class GlobalRNG(Toy):
+    def noise(self, keys, t, like):
+        return torch.randn(like.shape, dtype=like.dtype)  # the global RNG
+
+
+class BatchCoupled(Toy):
+    def step(self, theta, state, t, keys):
+        nxt, loss = super().step(theta, state, t, keys)
+        return nxt + 0.01 * nxt.mean(0), loss  # every row sees the batch mean
+
+
+class ScalarLoss(Toy):
+    def step(self, theta, state, t, keys):
+        nxt, loss = super().step(theta, state, t, keys)
+        return nxt, loss.mean()
+
+
+class ColumnLoss(Toy):
+    def step(self, theta, state, t, keys):
+        nxt, loss = super().step(theta, state, t, keys)
+        return nxt, loss[:, None]
+
+
+class DroppedBatch(Toy):
+    def step(self, theta, state, t, keys):
+        nxt, loss = super().step(theta, state, t, keys)
+        return nxt[:1], loss
+
+
+class NaNAtTheta(Toy):
+    def step(self, theta, state, t, keys):
+        nxt, loss = super().step(theta, state, t, keys)
+        return nxt, loss + torch.log(theta[:, 0] - 1.0)  # theta_0 = 0.3: log of a negative
+
+
+class _Doubled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g  # wrong: the identity's derivative is 1
+
+
+class WrongBackward(Toy):
+    def step(self, theta, state, t, keys):
+        return super().step(_Doubled.apply(theta), state, t, keys)
+
+
+class DetachedState(Toy):
+    def step(self, theta, state, t, keys):
+        return super().step(theta, state.detach(), t, keys)
+
+
+class Declared(Toy):
+    differentiable = False
+
+
+class Raises(Toy):
+    def step(self, theta, state, t, keys):
+        raise RuntimeError("boom\nsecond line")
+
+
+def test_a_correct_system_passes_everything():
+    report = check_system(Toy())
+    assert report.ok and report.differentiable, str(report)
+    assert all(c.passed for c in report.checks)
+    assert [c.name for c in report.checks] == ["attributes", "shapes", "deterministic",
+                                                "batch_independent", "finite", "gradient"]
+
+
+@pytest.mark.parametrize("name", list(systems.available()))
+def test_every_shipped_system_passes(name):
+    cls = systems.SYSTEMS.get(name)
+    system = cls(**cls.regimes["regular"])
+    report = check_system(system, steps=min(system.horizon, 20))
+    assert report.ok and report.differentiable == system.differentiable, str(report)
+
+
+@pytest.mark.parametrize("cls, check, words", [
+    (PrivateGenerator, "deterministic", "pure function of (key, t)"),
+    (GlobalRNG, "deterministic", "pure function of (key, t)"),
+    (BatchCoupled, "batch_independent", "other rows of its batch"),
+    (ScalarLoss, "shapes", "one value per trajectory"),
+    (ColumnLoss, "shapes", "one value per trajectory"),
+    (DroppedBatch, "shapes", "leading dimension"),
+    (NaNAtTheta, "finite", "NaN/inf loss at step 0"),
+    (Raises, "shapes", "RuntimeError: boom"),
+])
+def test_broken_systems_fail_the_named_check(cls, check, words):
+    with torch.random.fork_rng():  # GlobalRNG draws from the global generator: leave it as it was
+        report = check_system(cls())
+    failed = {c.name: c for c in report.failures}
+    assert not report.ok and check in failed, str(report)
+    assert words in failed[check].message and "\n" not in failed[check].message
+    assert not report.differentiable
+
+
+def test_shape_failure_skips_the_checks_that_depend_on_it():
+    report = check_system(ScalarLoss())
+    assert report["deterministic"].status == "skipped"
+    assert report["gradient"].status == "skipped"
+    assert "shapes failed" in report.reason
+
+
+@pytest.mark.parametrize("cls", [WrongBackward, DetachedState])
+def test_wrong_gradients_make_the_system_non_differentiable_but_usable(cls):
+    report = check_system(cls())
+    assert report.ok, str(report)  # loss-based estimators still apply
+    assert report["gradient"].status == "failed"
+    assert not report.differentiable
+    assert "finite differences" in report.reason
+
+
+def test_declared_non_differentiable_is_not_gradient_checked():
+    report = check_system(Declared())
+    assert report.ok and not report.differentiable
+    assert report["gradient"].status == "skipped"
+    assert "differentiable = False" in report.reason
+
+
+def test_bad_theta_and_non_systems_are_reported():
+    report = check_system(Toy(), torch.zeros(3))
+    assert report["attributes"].status == "failed" and "[param_dim]" in report["attributes"].message
+    report = check_system(Toy(), torch.tensor([float("nan"), 0.0]))
+    assert "NaN" in report["attributes"].message
+    report = check_system("toy")
+    assert not report.ok and "not a systems.System" in report.checks[0].message
+
+
+def test_report_prints_one_line_per_check():
+    text = str(check_system(Toy()))
+    assert text.count("\n") == 7 and "=> differentiable" in text
