@@ -6,17 +6,10 @@ import torch
 from estimators import BPTT
 from systems.disk_packing import DiskPacking, box_side, energy_and_forces
 from systems.registry import make
+from tests.helpers import rollout
 
 F64 = torch.float64
 
-
-def rollout(system, theta, keys, steps):
-    """Per-step losses ``[steps, B]`` and the final state."""
-    state, losses = system.init_state(theta, keys), []
-    for t in range(steps):
-        state, loss = system.step(theta, state, torch.full_like(keys, t), keys)
-        losses.append(loss)
-    return torch.stack(losses), state
 
 
 def test_registered_with_regimes():
@@ -126,12 +119,16 @@ def test_dtypes():
 
 @pytest.mark.slow
 def test_pathwise_variance_bursts_at_intermediate_k():
-    """Metz et al. 2021: std over seeds of dE_K/dD is small at K = 50, large around K = 200."""
+    """Metz et al. 2021: std over seeds of dE_K/dD is small at K = 50, large around K = 200.
+
+    The burst comes from a heavy tail (a few packings rearranging late: with 96 keys the median
+    |dE/dD| is 0.34 at K = 50 and 0.12 at K = 200 while the std goes 0.72 -> 8.3), so it needs
+    enough keys to catch the tail: 24 keys missed it for one seed."""
     theta = torch.tensor([1.0], dtype=F64)
     std = {}
     for K in (50, 200):
         system = DiskPacking(n_disks=64, horizon=K, loss="final")
-        est = BPTT(samples=24, horizon=K)
+        est = BPTT(samples=96, horizon=K)
         e, _ = est.estimate(system, theta, est.init(system, theta, seed=0))
         std[K] = e.samples.std().item()
     assert std[200] > 3 * std[50]

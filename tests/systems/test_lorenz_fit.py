@@ -6,16 +6,10 @@ import torch
 from estimators import BPTT
 from systems.lorenz_fit import LorenzFit, LorenzState
 from systems.registry import make
+from tests.helpers import rollout
 
 F64 = torch.float64
 
-
-def rollout(system, theta, keys, steps):
-    state, losses = system.init_state(theta, keys), []
-    for t in range(steps):
-        state, loss = system.step(theta, state, torch.full_like(keys, t), keys)
-        losses.append(loss)
-    return torch.stack(losses), state
 
 
 def test_registered_with_regimes():

@@ -6,17 +6,10 @@ import torch
 from systems import gradient_growth_rate, lyapunov_exponents
 from systems.mass_spring_walker import MassSpringWalker, WalkerState
 from systems.registry import make
+from tests.helpers import rollout
 
 F64 = torch.float64
 
-
-def rollout(system, theta, keys, steps):
-    """Per-step losses ``[steps, B]`` and the final state."""
-    state, losses = system.init_state(theta, keys), []
-    for t in range(steps):
-        state, loss = system.step(theta, state, torch.full_like(keys, t), keys)
-        losses.append(loss)
-    return torch.stack(losses), state
 
 
 def x_com(state):
