@@ -46,6 +46,8 @@ def bench(args: list[str], timeout: float) -> tuple[float, int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.bench_cli [--only NAME ...]``: time each command, print the table;
+    exit code 1 when one failed or missed its target."""
     p = argparse.ArgumentParser(prog="python -m experiments.bench_cli",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))

@@ -54,6 +54,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``chaosgrad`` parser with one subparser per subcommand whose module imports."""
     p = _Parser(prog="chaosgrad", description="Compare gradient estimators on iterated "
                 "dynamical systems (BPTT, truncated BPTT, ES, PES, NRES).")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``chaosgrad ARGV`` (default ``sys.argv[1:]``); returns the exit code (2 on bad input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

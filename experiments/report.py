@@ -208,11 +208,13 @@ def build_report(directory: str | Path) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``chaosgrad report``: the results directory (default ``results``)."""
     p.add_argument("directory", nargs="?", default="results",
                    help="results directory (default: results)")
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad report DIR``: rebuild ``DIR/report.html``; exit code."""
     path = build_report(args.directory)
     print(f"report: {path}")
     return 0

@@ -290,6 +290,12 @@ class Rollout:
 
 @dataclass(frozen=True)
 class Fig1Config:
+    """Settings of figure 1 (policy rollouts): loss slices and gradient variance against T.
+
+    Each `Rollout` names a system, its horizons, the PES window, sigma and the slice
+    settings; ``samples`` BPTT keys = ES / PES pairs per cell, over ``seeds``.
+    """
+
     rollouts: tuple[Rollout, ...]
     regimes: tuple[str, ...] = ("regular", "chaotic")
     estimators: tuple[str, ...] = ("bptt", "antithetic_es", "pes")
@@ -301,6 +307,7 @@ class Fig1Config:
 
     @classmethod
     def quick(cls) -> "Fig1Config":
+        """The ``--quick`` settings (minutes on a CPU)."""
         return cls(rollouts=(
             Rollout("mass_spring_walker", (100, 200, 400, 600, 800, 1000), 100, 0.3,
                     (100, 300, 1000), 0.5),
@@ -309,6 +316,7 @@ class Fig1Config:
 
     @classmethod
     def full(cls) -> "Fig1Config":
+        """The publication settings (the default of ``chaosgrad reproduce``)."""
         grid = tuple(range(100, 1001, 100))
         return cls(rollouts=(
             Rollout("mass_spring_walker", grid, 100, 0.3, (100, 200, 500, 1000), 0.5),
@@ -392,6 +400,8 @@ def _dt_note(system: str) -> str:
 
 
 def plot_fig1(results: dict, directory: Path) -> list[Path]:
+    """Draw ``DIR/figures/fig1_loss_slices.png and fig1_gradient_variance.png`` (with ``.csv`` data and ``.txt`` captions)
+    from `run_fig1`'s results; returns the PNG paths."""
     cfg: Fig1Config = results["config"]
     rows = results["rows"]
     written = []
@@ -529,6 +539,9 @@ def _log_grid(lo: float, hi: float, n: int) -> tuple[float, ...]:
 
 @dataclass(frozen=True)
 class Fig2Config:
+    """Settings of figure 2 (learned-optimizer unrolls): meta-loss and meta-gradient magnitude
+    and variance of ``system`` over ``learning_rates`` for each horizon in ``horizons``."""
+
     system: str = "metz_sgd_momentum"
     horizons: tuple[int, ...] = (10, 30, 100, 300)
     learning_rates: tuple[float, ...] = _log_grid(1e-4, 1.0, 17)
@@ -540,10 +553,12 @@ class Fig2Config:
 
     @classmethod
     def quick(cls) -> "Fig2Config":
+        """The ``--quick`` settings (minutes on a CPU)."""
         return cls()
 
     @classmethod
     def full(cls) -> "Fig2Config":
+        """The publication settings (the default of ``chaosgrad reproduce``)."""
         return cls(learning_rates=_log_grid(1e-4, 1.0, 41), samples=256, seeds=(0, 1, 2))
 
 
@@ -567,6 +582,7 @@ def _compute_fig2(cell: Cell, device) -> CellResult:
 
 
 def run_fig2(cfg: Fig2Config, store: ResultsStore, progress: bool | None = None) -> dict:
+    """Measure figure 2's cells (learned-optimizer unrolls) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig2_cells(cfg), lambda c: _compute_fig2(c, cfg.device),
                      desc="fig2 learned-optimizer unrolls", progress=progress)
     return {"config": cfg, "rows": rows}
@@ -584,6 +600,8 @@ def _mean_over_seeds(rows: Sequence[dict], key: str, x: str) -> tuple[list, list
 
 
 def plot_fig2(results: dict, directory: Path) -> list[Path]:
+    """Draw ``DIR/figures/fig2_lr_sweep.png`` (with ``.csv`` data and ``.txt`` captions)
+    from `run_fig2`'s results; returns the PNG paths."""
     cfg: Fig2Config = results["config"]
     rows = results["rows"]
     fig, axes = _figure(1, 3, 16.0, 4.6)
@@ -653,6 +671,10 @@ def plot_fig2(results: dict, directory: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Fig3Config:
+    """Settings of figure 3 (disk packing): energy after K FIRE steps against the diameter D
+    (``diameters``, ``energy_steps``, ``energy_seeds``) and the variance of dE/dD against K
+    (``steps``) at ``diameter``."""
+
     system: str = "disk_packing"
     n_disks: int = 32
     diameter: float = 1.4           # D of the variance measurement (the usual bidisperse ratio)
@@ -668,10 +690,12 @@ class Fig3Config:
 
     @classmethod
     def quick(cls) -> "Fig3Config":
+        """The ``--quick`` settings (minutes on a CPU)."""
         return cls()
 
     @classmethod
     def full(cls) -> "Fig3Config":
+        """The publication settings (the default of ``chaosgrad reproduce``)."""
         return cls(n_disks=64, diameters=tuple(round(0.8 + 0.01 * i, 4) for i in range(101)),
                    energy_seeds=tuple(range(16)), steps=(10, 25, 50, 100, 200, 400),
                    samples=64, seeds=(0, 1, 2, 3))
@@ -707,12 +731,15 @@ def _compute_fig3(cell: Cell, device) -> CellResult:
 
 
 def run_fig3(cfg: Fig3Config, store: ResultsStore, progress: bool | None = None) -> dict:
+    """Measure figure 3's cells (disk packing) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig3_cells(cfg), lambda c: _compute_fig3(c, cfg.device),
                      desc="fig3 disk packing", progress=progress)
     return {"config": cfg, "rows": rows}
 
 
 def plot_fig3(results: dict, directory: Path) -> list[Path]:
+    """Draw ``DIR/figures/fig3_energy_vs_D.png and fig3_gradient_variance.png`` (with ``.csv`` data and ``.txt`` captions)
+    from `run_fig3`'s results; returns the PNG paths."""
     cfg: Fig3Config = results["config"]
     rows = results["rows"]
     written = []
@@ -787,6 +814,9 @@ def plot_fig3(results: dict, directory: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class Fig4Config:
+    """Settings of figure 4: per-step Jacobian spectra of the ``spectra`` systems in each regime,
+    and on the logistic map the Lyapunov exponent and BPTT gradient growth over ``r_values``."""
+
     spectra: tuple[tuple[str, tuple[int, ...]], ...] = (   # system, steps t of J_t
         ("metz_sgd_momentum", tuple(range(0, 50, 2))),
         ("learned_optimizer", tuple(range(0, 50, 5))))
@@ -803,10 +833,12 @@ class Fig4Config:
 
     @classmethod
     def quick(cls) -> "Fig4Config":
+        """The ``--quick`` settings (minutes on a CPU)."""
         return cls()
 
     @classmethod
     def full(cls) -> "Fig4Config":
+        """The publication settings (the default of ``chaosgrad reproduce``)."""
         return cls(spectra=tuple((name, tuple(range(50))) for name, _ in cls.spectra),
                    trajectories=16, r_values=tuple(round(2.8 + 0.005 * i, 4) for i in range(241)),
                    lyapunov_steps=2000, samples=256, attractor_r=1201)
@@ -885,12 +917,15 @@ def _compute_fig4(cell: Cell, device) -> CellResult:
 
 
 def run_fig4(cfg: Fig4Config, store: ResultsStore, progress: bool | None = None) -> dict:
+    """Measure figure 4's cells (Jacobian spectra and Lyapunov exponents) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig4_cells(cfg), lambda c: _compute_fig4(c, cfg.device),
                      desc="fig4 Jacobian spectra and Lyapunov exponents", progress=progress)
     return {"config": cfg, "rows": rows}
 
 
 def plot_fig4(results: dict, directory: Path) -> list[Path]:
+    """Draw ``DIR/figures/fig4_jacobian_spectra.png and fig4_lyapunov_vs_growth.png`` (with ``.csv`` data and ``.txt`` captions)
+    from `run_fig4`'s results; returns the PNG paths."""
     cfg: Fig4Config = results["config"]
     rows = results["rows"]
     written = []
@@ -1017,6 +1052,7 @@ def _figure_name(name: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``chaosgrad reproduce``: FIGURE..., ``--quick``, ``--out``, ``--device``."""
     # validated by `_figure_name`, not `choices`: argparse < 3.12 checks an empty '*' default
     # against the choices and rejects it
     p.add_argument("figures", nargs="*", default=[], type=_figure_name,
@@ -1048,6 +1084,7 @@ def _build_report(directory: Path) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad reproduce``: measure and plot the chosen figures, build the report; exit code."""
     chosen = args.figures or ["all"]
     names = list(FIGURES) if "all" in chosen else list(dict.fromkeys(chosen))
     device = _device(args.device)

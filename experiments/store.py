@@ -142,6 +142,7 @@ class ResultsStore:
             raise ValueError(f"cannot write results to {str(directory)!r}: {err}") from None
 
     def close(self) -> None:
+        """Close the database connection (the context manager calls it)."""
         self._conn.close()
 
     def __enter__(self) -> "ResultsStore":

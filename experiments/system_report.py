@@ -38,6 +38,9 @@ F64 = torch.float64
 
 @dataclass(frozen=True)
 class Config:
+    """Which systems (empty: all registered), the horizons of the BPTT gradient spread, and the
+    Lyapunov-exponent settings (steps, burn-in, trajectories)."""
+
     systems: tuple[str, ...] = ()          # empty: every registered system
     horizons: tuple[int, ...] = (10, 100, 1000)
     lyapunov_steps: int = 2000
@@ -57,6 +60,9 @@ QUICK = dict(horizons=(10, 100), lyapunov_steps=60, burn_in=20, trajectories=4, 
 
 @dataclass
 class Row:
+    """One (system, regime): its constructor arguments, leading Lyapunov exponent with standard
+    error, and the BPTT gradient's spread at each horizon."""
+
     system: str
     regime: str
     kwargs: dict
@@ -163,6 +169,7 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
 
 
 def format_table(rows: list[Row], cfg: Config) -> str:
+    """The rows as a text table, with a header that states the settings."""
     head = (f"theta = init_params, float64; lambda_1 over {cfg.lyapunov_steps} steps after "
             f"{cfg.burn_in} burn-in (fewer where marked 'burn+steps'), {cfg.trajectories} "
             f"trajectories (mean +- SE); BPTT std = "
@@ -192,6 +199,7 @@ def format_table(rows: list[Row], cfg: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.system_report [--quick] [SYSTEM ...]``: print the table; exit code."""
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -30,6 +30,12 @@ DEFAULT_ESTIMATORS = ["bptt", "truncated_bptt", "antithetic_es", "truncated_es",
 
 @dataclass(frozen=True)
 class Config:
+    """One table: a system in one regime, the estimators and their shared hyper-parameters.
+
+    ``pairs`` is N of one estimate (the variance column), ``draws`` M per-pair estimates that
+    measure the mean, ``ref_pairs`` the pairs of the antithetic-ES reference.
+    """
+
     system: str = "linear_quadratic"
     regime: str = "regular"
     estimators: tuple[str, ...] = tuple(DEFAULT_ESTIMATORS)
@@ -45,6 +51,10 @@ class Config:
 
 @dataclass
 class Row:
+    """One estimator's line: bias^2, variance and MSE of one N-pair estimate, cosine of the
+    mean with the reference, simulated steps per estimate, seconds spent measuring the M draws,
+    non-finite draws."""
+
     estimator: str
     bias2: float
     variance: float
@@ -124,6 +134,7 @@ def run(cfg: Config, progress=None) -> dict:
 
 
 def format_table(result: dict) -> str:
+    """`run`'s result as a text table with a header line (system, theta, T, K, sigma, N)."""
     cfg = result["config"]
     head = (f"{cfg.system} ({cfg.regime}), theta = {result['system'].init_params(torch.float64).tolist()}, "
             f"T = {cfg.horizon}, K = {cfg.truncation}, sigma = {cfg.sigma}, N = {cfg.pairs} per estimate\n"
@@ -149,6 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad table``: print one table per (system, regime); exit code."""
     from tqdm import tqdm
 
     draws = 256 if args.quick else args.draws

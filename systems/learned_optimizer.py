@@ -63,6 +63,8 @@ _N_FEATURES = 3
 
 
 class LearnedOptimizerState(NamedTuple):
+    """State of `LearnedOptimizer`: the student's flattened parameters and gradient EMA, ``[B, P]``."""
+
     params: Tensor    # [B, P] inner (student) parameters, flattened
     momentum: Tensor  # [B, P] EMA of inner gradients
 
