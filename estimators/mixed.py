@@ -49,6 +49,8 @@ _BIAS_Z = 3.0  # standard deviations of the chi^2 statistic beyond which the pat
 
 
 class MixedState(NamedTuple):
+    """State of `Mixed` between calls: the seed, the call counter and the last alpha."""
+
     seed: Tensor   # int64 scalar
     count: Tensor  # int64 scalar, calls so far
     alpha: Tensor  # scalar weight of the pathwise part in the last estimate (NaN before)

@@ -109,11 +109,13 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        """The estimator with its settings, e.g. ``pes(K = 10, sigma = 0.05, pairs = 64)``."""
         extra = ", ".join(f"{k} = {v:g}" for k, v in self.settings.items())
         return f"{self.estimator}({extra})" if extra else self.estimator
 
     @property
     def usable(self) -> bool:
+        """Whether the candidate may be recommended: all draws finite and a finite rank."""
         return self.nonfinite == 0 and self.draws >= 2 and math.isfinite(self.rank)
 
 
@@ -764,6 +766,7 @@ def _cell(a: Advice, args: argparse.Namespace) -> Cell:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``chaosgrad advise``."""
     p.add_argument("target", help="registered system (or prefix), path/to/file.py:attr or "
                    "package.module:attr (a System instance, subclass or zero-argument factory)")
     p.add_argument("--regime", default=None, help="named regime of a registered system")
@@ -796,6 +799,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad advise``: check the system, measure, print and store the advice."""
     if args.seed < 0:
         raise ValueError(f"seed must be >= 0, got {args.seed}")
     system = load_target(args.target, regime=args.regime, overrides=parse_overrides(args.set))

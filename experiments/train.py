@@ -40,6 +40,8 @@ _TRAIN_KEYS, _EVAL_KEYS = 0x7A1, 0xE7A1  # key streams of strategy episodes / ev
 
 @dataclass(frozen=True)
 class Config:
+    """Settings of one `compare` run: the system, the methods, the budget and the evaluation."""
+
     system: str = "metz_sgd_momentum"
     regime: str = "chaotic"
     methods: tuple[str, ...] = DEFAULT_METHODS
@@ -252,6 +254,7 @@ def format_summary(results: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``chaosgrad train`` and ``chaosgrad compare``."""
     d = Config()
     p.add_argument("system", help="registered system or an unambiguous prefix (metz)")
     p.add_argument("--method", "--methods", dest="methods", nargs="+", default=None,
@@ -300,6 +303,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad train`` / ``compare``: run the learning curves, plot them, build the report."""
     cfg = config_from_args(args)
     out = Path(args.out)
     with ResultsStore(out) as store:

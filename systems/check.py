@@ -63,6 +63,7 @@ class Check:
 
     @property
     def passed(self) -> bool:
+        """Whether the check passed (a skipped check did not)."""
         return self.status == "passed"
 
     def __str__(self) -> str:
@@ -93,6 +94,7 @@ class CheckReport:
 
     @property
     def failures(self) -> list[Check]:
+        """The checks that failed, in order."""
         return [c for c in self.checks if c.status == "failed"]
 
     def __getitem__(self, name: str) -> Check:
