@@ -24,8 +24,12 @@ def antithetic_samples(loss_pos: Tensor, loss_neg: Tensor, eps: Tensor, sigma: f
     """Per-pair contributions ``eps_i (L+_i - L-_i) / (2 sigma)``, ``[N, D]``.
 
     Args:
-        loss_pos, loss_neg: ``[N]`` losses at theta + sigma eps_i and theta - sigma eps_i.
+        loss_pos: ``[N]`` losses at theta + sigma eps_i.
+        loss_neg: ``[N]`` losses at theta - sigma eps_i.
         eps: ``[N, D]`` directions (PES passes its accumulated xi here).
+        sigma: the perturbation scale.
+    Returns:
+        ``[N, D]``; their mean is the antithetic ES gradient.
     """
     return eps * ((loss_pos - loss_neg) / (2.0 * sigma)).unsqueeze(-1)
 

@@ -2,18 +2,43 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import contextvars
 import math
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import torch
 from torch import Tensor
 
 from systems import System, noise
 
-__all__ = ["Estimate", "Estimator", "finite_estimate", "episode_keys", "perturbations"]
+__all__ = ["Estimate", "Estimator", "finite_estimate", "episode_keys", "perturbations",
+           "particle_block"]
 
 # Streams of the estimators' own noise (systems use small stream numbers with episode keys).
 _PERTURB = 0x5EED
+
+# (offset, total) of the block of particles the current estimator call simulates; (0, None)
+# outside `particle_block`. Internal: lets a shard of a population (estimators.distributed)
+# reproduce exactly the keys, perturbations and stagger offsets its particles have in the
+# single-process run, without a hyper-parameter on every estimator.
+_BLOCK: contextvars.ContextVar[tuple[int, int | None]] = contextvars.ContextVar(
+    "particle_block", default=(0, None))
+
+
+@contextlib.contextmanager
+def particle_block(offset: int, total: int) -> Iterator[None]:
+    """Make estimator calls inside act as particles ``offset .. offset + n - 1`` of ``total``.
+
+    Inside the block, particle index i of an estimator with n particles derives its episode
+    keys and perturbations as particle ``offset + i``, and staggered offsets are spread over
+    ``total`` particles; so contiguous shards of a population reproduce the single-process run.
+    """
+    token = _BLOCK.set((int(offset), int(total)))
+    try:
+        yield
+    finally:
+        _BLOCK.reset(token)
 
 
 class Estimate(NamedTuple):
@@ -66,12 +91,14 @@ def finite_estimate(samples: Tensor, losses: Tensor, steps: int) -> Estimate:
 
 def episode_keys(seed: Tensor, particle: Tensor, episode: Tensor) -> Tensor:
     """Episode keys ``[B]`` as a pure function of (seed, particle index, episode counter)."""
+    particle = particle + _BLOCK.get()[0]
     return noise.fold(seed.expand(particle.shape), particle, episode)
 
 
 def perturbations(seed: Tensor, particle: Tensor, counter: Tensor | int, dim: int,
                   dtype: torch.dtype) -> Tensor:
     """Gaussian perturbation directions eps ``[B, dim]`` for (seed, particle, counter)."""
+    particle = particle + _BLOCK.get()[0]
     keys = noise.fold(seed.expand(particle.shape), particle, _PERTURB)
     return noise.normal(keys, counter, stream=_PERTURB, shape=(dim,), dtype=dtype)
 

@@ -5,21 +5,27 @@
 With sigma = 0 this is the plain pathwise gradient averaged over N episode keys; with sigma > 0
 it is an unbiased estimate of grad L_sigma (the reparameterisation trick). In a chaotic system
 its variance grows like exp(2 lambda T) (Metz et al. 2021, "Gradients are Not All You Need").
+
+Memory grows like T (autograd keeps every step's intermediates). With ``checkpoint=S`` the
+unroll is cut into segments of S steps whose intermediates are recomputed during the backward
+pass (torch.utils.checkpoint, non-reentrant): memory ~ T/S states + one segment's
+intermediates, for about one extra forward pass; the gradient is the same (same operations).
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from systems import System
 
 from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate, perturbations
 from .registry import register
-from .rollout import unroll
+from .rollout import Segment, unroll
 
-__all__ = ["BPTT", "BPTTState", "pathwise_samples"]
+__all__ = ["BPTT", "BPTTState", "pathwise_samples", "checkpointed_unroll"]
 
 
 class BPTTState(NamedTuple):
@@ -39,16 +45,45 @@ def pathwise_samples(losses: Tensor, rows: Tensor) -> Tensor:
     return torch.zeros_like(rows) if grad is None else grad
 
 
+def checkpointed_unroll(system: System, theta: Tensor, state, t: Tensor, episode: Tensor,
+                        keys_for, steps: int, horizon: int, segment: int | None) -> Segment:
+    """`unroll` cut into checkpointed segments of ``segment`` steps (plain `unroll` if None).
+
+    The losses are carried across segments, so the forward arithmetic, and hence the gradient,
+    is that of one unroll. For one episode per row (no restart inside ``steps``), as in BPTT.
+    """
+    if segment is None or segment >= steps:
+        return unroll(system, theta, state, t, episode, keys_for, steps, horizon)
+
+    def run(n, theta, state, t, episode, pre, post):
+        return tuple(unroll(system, theta, state, t, episode, keys_for, n, horizon,
+                            carry=(pre, post)))
+
+    seg = Segment(state, t, episode, *(theta.new_zeros(t.shape),) * 2,
+                  torch.zeros_like(t, dtype=torch.bool))
+    for start in range(0, steps, segment):
+        n = min(segment, steps - start)
+        seg = Segment(*torch.utils.checkpoint.checkpoint(
+            run, n, theta, seg.state, seg.t, seg.episode, seg.loss_pre, seg.loss_post,
+            use_reentrant=False))
+    return seg
+
+
 @register("bptt")
 class BPTT(Estimator):
-    """Pathwise gradient through the full horizon, optionally Gaussian-smoothed (sigma)."""
+    """Pathwise gradient through the full horizon, optionally Gaussian-smoothed (sigma).
+
+    ``checkpoint=S`` recomputes S-step segments in the backward pass (memory ~ T/S states).
+    """
 
     needs_grad = True
 
-    def __init__(self, samples: int = 8, sigma: float = 0.0, horizon: int | None = None):
+    def __init__(self, samples: int = 8, sigma: float = 0.0, horizon: int | None = None,
+                 checkpoint: int | None = None):
         super().__init__(horizon=horizon)
         self.samples = _check_int("samples", samples)
         self.sigma = _check_sigma(sigma, allow_zero=True)
+        self.checkpoint = None if checkpoint is None else _check_int("checkpoint", checkpoint)
 
     def init(self, system: System, theta: Tensor, *, seed: int) -> BPTTState:
         theta = self.check(system, theta)
@@ -64,8 +99,9 @@ class BPTT(Estimator):
         rows = (theta + self.sigma * eps).requires_grad_()
         with torch.enable_grad():
             start = system.init_state(rows, keys)
-            seg = unroll(system, rows, start, torch.zeros_like(particle), state.count.expand(N),
-                         lambda _: keys, T, T)
+            seg = checkpointed_unroll(system, rows, start, torch.zeros_like(particle),
+                                      state.count.expand(N), lambda _: keys, T, T,
+                                      self.checkpoint)
             losses = seg.loss_pre / T
             samples = pathwise_samples(losses, rows)
         est = finite_estimate(samples.detach(), losses.detach(), N * T)

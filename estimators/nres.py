@@ -25,6 +25,9 @@ __all__ = ["NRES", "NRESState"]
 
 
 class NRESState(NamedTuple):
+    """State of `NRES`: the 2N member states (+ then -), step index ``t`` ``[N]`` and episode
+    counter ``[N]`` per pair (which selects the episode's eps), the seed and the window count."""
+
     system: Any      # 2N states: the + members, then the - members
     t: Tensor        # [N]
     episode: Tensor  # [N] episode counter (selects the episode's eps)

@@ -28,6 +28,10 @@ __all__ = ["PES", "PESState", "pes_samples"]
 
 
 class PESState(NamedTuple):
+    """State of `PES`: the 2N member states (+ then -), step index ``t`` ``[N]`` and episode
+    counter ``[N]`` per pair, accumulated perturbations ``xi`` ``[N, D]``, the seed and the
+    window count (which selects each window's eps)."""
+
     system: Any      # 2N states: the + members, then the - members
     t: Tensor        # [N] step index in the episode (shared by a pair)
     episode: Tensor  # [N] episode counter

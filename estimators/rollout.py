@@ -4,9 +4,17 @@ A segment advances B rows together for a number of steps. A row whose step index
 horizon restarts a new episode (new key, fresh `init_state`) at that point, so one segment may
 hold the end of one episode and the start of the next; their losses are summed separately
 (``loss_pre``, ``loss_post``), because online ES estimators weight the two parts differently.
+
+Resets are deterministic in the step index, so `reset_steps` finds the steps of a segment
+at which any row restarts up front; the loop then needs no host synchronisation per step (one per
+segment, to learn which steps have any reset at all), which keeps CUDA streams full. `compiled`
+wraps a system so that its `step` runs through `torch.compile` (CUDA graphs on CUDA), with an
+eager fallback.
 """
 from __future__ import annotations
 
+import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -14,7 +22,10 @@ from torch import Tensor
 
 from systems import System, tree_map, tree_where
 
-__all__ = ["Segment", "unroll", "stagger_offsets", "detach"]
+from .base import _BLOCK
+
+__all__ = ["Segment", "unroll", "reset_steps", "stagger_offsets", "detach", "compiled",
+           "CompiledSystem", "CompileFallbackWarning"]
 
 
 class Segment(NamedTuple):
@@ -28,9 +39,31 @@ class Segment(NamedTuple):
     reset: Tensor      # [B] bool, whether the row restarted an episode in this segment
 
 
+def reset_steps(t: Tensor, horizon: int, steps: int, budget: Tensor | None = None) -> list[bool]:
+    """For each step j of a segment, whether any row restarts its episode just before it.
+
+    A row at step index t_b restarts when its index reaches the horizon, i.e. at
+    j = max(T - t_b, 0) and every T steps after that, while within its budget (j < budget_b).
+    One host transfer of ``t`` (and ``budget``) for the whole segment.
+    """
+    first = (horizon - t).clamp_min(0).cpu()
+    limit = torch.full_like(first, steps) if budget is None else budget.cpu().clamp_max(steps)
+    js = first + horizon * torch.arange(steps // horizon + 1)[:, None]  # [K, B]
+    flags = torch.zeros(steps, dtype=torch.bool)
+    flags[js[js < limit]] = True
+    return flags.tolist()
+
+
+def _restarts(first: Tensor, j: int, horizon: int, active: Tensor | None) -> Tensor:
+    """``[B]`` bool: rows that restart before step j (see `reset_steps`), without a host sync."""
+    done = (first <= j) & ((j - first) % horizon == 0)
+    return done if active is None else done & active
+
+
 def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor,
            keys_for: Callable[[Tensor], Tensor], steps: int, horizon: int, *,
-           theta_next: Tensor | None = None, budget: Tensor | None = None) -> Segment:
+           theta_next: Tensor | None = None, budget: Tensor | None = None,
+           carry: tuple[Tensor, Tensor] | None = None) -> Segment:
     """Advance every row ``steps`` steps, restarting episodes at ``horizon``.
 
     Args:
@@ -40,16 +73,19 @@ def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor
         theta_next: ``[B, D]`` parameters after a restart (default ``theta``).
         budget: ``[B]`` steps each row may take (default ``steps``); rows past their budget
             stand still, which is how staggered particles are burnt in.
+        carry: ``([B], [B])`` loss sums to continue from (default zeros), so that a long unroll
+            cut into segments (checkpointed BPTT) adds its losses in the same order as one.
     """
     theta_next = theta if theta_next is None else theta_next
     keys = keys_for(episode)
-    loss_pre = theta.new_zeros(t.shape)
-    loss_post = theta.new_zeros(t.shape)
+    loss_pre, loss_post = carry if carry is not None else (theta.new_zeros(t.shape),) * 2
     reset = torch.zeros_like(t, dtype=torch.bool)
+    any_reset = reset_steps(t, horizon, steps, budget)  # the segment's only host sync
+    first = (horizon - t).clamp_min(0)
     for j in range(steps):
         active = None if budget is None else budget > j
-        done = t >= horizon if active is None else (t >= horizon) & active
-        if bool(done.any()):
+        if any_reset[j]:
+            done = _restarts(first, j, horizon, active)
             episode = episode + done
             keys = keys_for(episode)
             state = tree_where(done, system.init_state(theta_next, keys), state)
@@ -71,8 +107,10 @@ def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor
 
 def stagger_offsets(n: int, horizon: int, stagger: bool, device) -> Tensor:
     """Episode offsets ``[n]``: evenly spread over [0, T) if ``stagger``, else all zero."""
-    idx = torch.arange(n, dtype=torch.int64, device=device)
-    return (idx * horizon) // n if stagger else torch.zeros_like(idx)
+    offset, total = _BLOCK.get()
+    idx = torch.arange(n, dtype=torch.int64, device=device) + offset
+    total = n if total is None else total
+    return (idx * horizon) // total if stagger else torch.zeros_like(idx)
 
 
 def detach(state: Any) -> Any:
@@ -93,3 +131,102 @@ def start_episodes(system: System, theta: Tensor, keys_for: Callable[[Tensor], T
     with torch.no_grad():
         return unroll(system, theta, state, t, torch.zeros_like(offsets), keys_for, steps,
                       horizon, budget=offsets)
+
+
+class CompileFallbackWarning(RuntimeWarning):
+    """`torch.compile` failed for a system's step; it runs eagerly instead."""
+
+
+class CompiledSystem(System):
+    """A system whose `step` runs through `torch.compile`; everything else is delegated.
+
+    On CUDA, steps taken without autograd use ``mode="reduce-overhead"`` (the step is captured
+    as a CUDA graph and replayed; its noise is counter-based, so it is computed inside the graph
+    from (key, t) rather than drawn from a generator). Its outputs are copied out of the graph's
+    static buffers, because the next replay overwrites them. If compiling or running the
+    compiled step raises, a `CompileFallbackWarning` says why and the system runs eagerly from
+    then on (``fallback`` holds the reason). ``compile_seconds`` is the wall time of the first
+    call of each compiled variant, compilation included.
+    """
+
+    def __init__(self, system: System, mode: str | None = None, dynamic: bool | None = False):
+        if not isinstance(system, System):
+            raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
+        self.system, self.mode, self.dynamic = system, mode, dynamic
+        for attr in ("name", "param_dim", "horizon", "state_dim", "differentiable", "dt",
+                     "regimes"):
+            setattr(self, attr, getattr(system, attr))
+        self._fns: dict[tuple, Callable] = {}
+        self.compile_seconds = 0.0
+        self.fallback: str | None = None
+
+    def __getattr__(self, name: str):
+        system = self.__dict__.get("system")
+        if system is None:
+            raise AttributeError(name)
+        return getattr(system, name)
+
+    def init_params(self, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        return self.system.init_params(dtype=dtype, device=device)
+
+    def init_state(self, theta: Tensor, keys: Tensor) -> Any:
+        return self.system.init_state(theta, keys)
+
+    def step(self, theta: Tensor, state: Any, t: Tensor, keys: Tensor) -> tuple[Any, Tensor]:
+        if self.fallback is not None:
+            return self.system.step(theta, state, t, keys)
+        graphs = theta.is_cuda and not torch.is_grad_enabled() and self.mode is None
+        variant = (theta.device.type, graphs)
+        fn, first = self._fns.get(variant), variant not in self._fns
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                # the compiler's own notices (it inspects .grad of non-leaf tensors, imports
+                # deprecated modules) are not the caller's business; (re)compilation can
+                # happen on any call (a new batch size)
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+                warnings.simplefilter("ignore", DeprecationWarning)
+                if first:
+                    fn = self._fns[variant] = torch.compile(
+                        self.system.step, mode="reduce-overhead" if graphs else self.mode,
+                        dynamic=self.dynamic)
+                if graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                    out = tree_map(torch.clone, fn(theta, state, t, keys))
+                else:
+                    out = fn(theta, state, t, keys)
+        except Exception as err:  # any compiler failure: fall back, loudly
+            self.fallback = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            warnings.warn(f"torch.compile of {self.name}.step failed ({self.fallback}); "
+                          "running eagerly", CompileFallbackWarning, stacklevel=2)
+            return self.system.step(theta, state, t, keys)
+        if first:
+            if theta.is_cuda:
+                torch.cuda.synchronize(theta.device)  # once, so the time includes compilation
+            self.compile_seconds += time.perf_counter() - start
+        return out
+
+    def __repr__(self) -> str:
+        return f"compiled({self.system!r})"
+
+
+def compiled(system: System, *, mode: str | None = None, dynamic: bool | None = False) -> System:
+    """``system`` with its `step` compiled by `torch.compile` (opt-in; eager fallback).
+
+    Every estimator accepts the result in place of the system; results agree with the eager
+    system up to floating-point rounding (the compiler fuses and reorders arithmetic).
+
+    Args:
+        mode: `torch.compile` mode; None picks the default on CPU and "reduce-overhead"
+            (CUDA graphs) for CUDA steps without autograd.
+        dynamic: passed to `torch.compile`; the default False specialises on each batch size B
+            (fastest kernels; a new B recompiles, up to torch's recompile limit); None lets
+            torch switch to shape-generic kernels after the first change of B.
+
+    Example::
+
+        fast = compiled(systems.make("double_pendulum"))
+        e, state = estimators.make("antithetic_es", pairs=2048).estimate(fast, theta, state)
+        fast.compile_seconds, fast.fallback
+    """
+    return system if isinstance(system, CompiledSystem) else CompiledSystem(system, mode, dynamic)

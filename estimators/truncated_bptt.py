@@ -23,6 +23,9 @@ __all__ = ["TruncatedBPTT", "TruncatedBPTTState"]
 
 
 class TruncatedBPTTState(NamedTuple):
+    """State of `TruncatedBPTT`: N system states (detached), step index ``t`` ``[N]`` and episode
+    counter ``[N]`` of each particle, the seed and the number of calls so far."""
+
     system: Any      # N system states
     t: Tensor        # [N] step index in the episode
     episode: Tensor  # [N] episode counter

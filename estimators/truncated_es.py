@@ -23,6 +23,9 @@ __all__ = ["TruncatedES", "TruncatedESState"]
 
 
 class TruncatedESState(NamedTuple):
+    """State of `TruncatedES`: one shared system state per pair, step index ``t`` ``[N]`` and
+    episode counter ``[N]``, the seed and the number of windows so far."""
+
     system: Any      # N shared states (one per pair)
     t: Tensor        # [N]
     episode: Tensor  # [N]

@@ -46,7 +46,7 @@ import torch
 import estimators
 import systems
 from experiments.store import Cell, ResultsStore
-from experiments.sweep import CellResult, run_cells
+from experiments.sweep import CellResult, add_backend_arguments, backend_options, run_cells
 
 __all__ = ["Config", "QUICK", "DEFAULT_ESTIMATORS", "run", "plot", "summarize", "validate",
            "reference_cell", "slope_log_variance", "command_line", "add_arguments", "main"]
@@ -300,13 +300,15 @@ def cell_metrics(draws: torch.Tensor, g_ref: torch.Tensor, se_ref: torch.Tensor,
             "mean": mean, "var_pair": var}
 
 
-def _compute(store: ResultsStore, device: str):
+def _compute(references: dict[str, dict], device: str):
+    """The cell computation; ``references`` maps reference cell keys to their metrics (plain
+    data, so the closure can be shipped to Ray workers)."""
     def compute(cell: Cell) -> CellResult:
         if cell.kind == REF_KIND:
             return _reference(cell, device)
         p = cell.params
-        ref = store.get(reference_cell(cell.system, p["regime"], p["T"], p["sigma"],
-                                       p["ref_pairs"]))["metrics"]
+        ref = references[reference_cell(cell.system, p["regime"], p["T"], p["sigma"],
+                                        p["ref_pairs"]).key]
         g_ref = torch.tensor(ref["grad"], dtype=torch.float64)
         se_ref = torch.tensor(ref["se"], dtype=torch.float64)
         draws, nonfinite, seconds = _per_pair(cell, device)
@@ -320,8 +322,11 @@ def _compute(store: ResultsStore, device: str):
 
 
 # ----------------------------------------------------------------------------- run
-def run(cfg: Config, directory: str | Path = "results", *, progress: bool | None = None) -> dict:
+def run(cfg: Config, directory: str | Path = "results", *, progress: bool | None = None,
+        backend: str = "local", address: str | None = None) -> dict:
     """Compute the cells of ``cfg`` that ``directory``'s store lacks; return every cell's row.
+
+    ``backend``/``address`` as in `run_cells` (the references are computed before the grid).
 
     Returns:
         ``{"config", "references": [row], "rows": [row], "summary": [dict], "new": int,
@@ -331,10 +336,13 @@ def run(cfg: Config, directory: str | Path = "results", *, progress: bool | None
     ref_cells, grid = cells(cfg)
     with ResultsStore(directory) as store:
         before = sum(store.done(c) for c in ref_cells + grid)
-        rows = run_cells(store, ref_cells + grid, _compute(store, cfg.device),
-                         desc=f"curves {cfg.system}", progress=progress)
+        opts = {"progress": progress, "backend": backend, "address": address}
+        refs = run_cells(store, ref_cells, _compute({}, cfg.device),
+                         desc=f"curves {cfg.system} references", **opts)
+        references = {c.key: r["metrics"] for c, r in zip(ref_cells, refs)}
+        grid_rows = run_cells(store, grid, _compute(references, cfg.device),
+                              desc=f"curves {cfg.system}", **opts)
         path = store.path
-    refs, grid_rows = rows[:len(ref_cells)], rows[len(ref_cells):]
     return {"config": cfg, "references": refs, "rows": grid_rows,
             "summary": summarize(grid_rows, refs), "new": len(ref_cells) + len(grid) - before,
             "store": path}
@@ -868,6 +876,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="small, fast settings (a smoke run)")
+    add_backend_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -900,7 +909,7 @@ def main(args: argparse.Namespace) -> int:
     with ResultsStore(out) as store:
         store.log_run(command_line(cfg, out), environment())
     start = time.perf_counter()
-    results = run(cfg, out)
+    results = run(cfg, out, **backend_options(args))
     figures = plot(results, out)
     report = build_report(out)
     total = len(results["rows"]) + len(results["references"])
