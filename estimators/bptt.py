@@ -29,6 +29,8 @@ __all__ = ["BPTT", "BPTTState", "pathwise_samples", "checkpointed_unroll"]
 
 
 class BPTTState(NamedTuple):
+    """State of the full-horizon estimators between calls: the seed and the call counter."""
+
     seed: Tensor   # int64 scalar
     count: Tensor  # int64 scalar, calls so far (each call uses fresh keys)
 

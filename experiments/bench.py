@@ -305,6 +305,7 @@ def _section_ray(args, devices) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmark sections and print their tables; exit code."""
     p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer systems")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))

@@ -851,6 +851,7 @@ def command_line(cfg: Config, directory: str | Path) -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``chaosgrad curves``."""
     d, q = Config(), QUICK
     p.add_argument("system", help="registered system or an unambiguous prefix (logistic)")
     p.add_argument("--regime", nargs="+", default=None,
@@ -900,6 +901,7 @@ def _check_writable(directory: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    """``chaosgrad curves``: validate, measure the missing cells, plot, build the report."""
     from experiments.report import build_report
     from experiments.store import environment
 

@@ -39,7 +39,7 @@ import torch
 import estimators
 import systems
 from experiments.store import Cell, ResultsStore
-from experiments.sweep import CellResult, run_cells
+from experiments.sweep import CellResult, add_backend_arguments, backend_options, run_cells
 
 __all__ = ["Fig1Config", "Fig2Config", "Fig3Config", "Fig4Config", "Rollout", "FIGURES", "Fit",
            "run_fig1", "run_fig2", "run_fig3", "run_fig4", "plot_fig1", "plot_fig2",
@@ -382,10 +382,11 @@ def _compute_fig1(cell: Cell, device) -> CellResult:
                              cell.seed, device)
 
 
-def run_fig1(cfg: Fig1Config, store: ResultsStore, progress: bool | None = None) -> dict:
+def run_fig1(cfg: Fig1Config, store: ResultsStore, progress: bool | None = None,
+             **backend) -> dict:
     """Measure figure 1's cells (those not in ``store`` yet); returns config and rows."""
     rows = run_cells(store, _fig1_cells(cfg), lambda c: _compute_fig1(c, cfg.device),
-                     desc="fig1 policy rollouts", progress=progress)
+                     desc="fig1 policy rollouts", progress=progress, **backend)
     return {"config": cfg, "rows": rows}
 
 
@@ -581,10 +582,11 @@ def _compute_fig2(cell: Cell, device) -> CellResult:
     return measure_estimator(system, cell.estimator, _hyper(cell.estimator, p), cell.seed, device)
 
 
-def run_fig2(cfg: Fig2Config, store: ResultsStore, progress: bool | None = None) -> dict:
+def run_fig2(cfg: Fig2Config, store: ResultsStore, progress: bool | None = None,
+             **backend) -> dict:
     """Measure figure 2's cells (learned-optimizer unrolls) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig2_cells(cfg), lambda c: _compute_fig2(c, cfg.device),
-                     desc="fig2 learned-optimizer unrolls", progress=progress)
+                     desc="fig2 learned-optimizer unrolls", progress=progress, **backend)
     return {"config": cfg, "rows": rows}
 
 
@@ -730,10 +732,11 @@ def _compute_fig3(cell: Cell, device) -> CellResult:
     return measure_estimator(system, cell.estimator, _hyper(cell.estimator, p), cell.seed, device)
 
 
-def run_fig3(cfg: Fig3Config, store: ResultsStore, progress: bool | None = None) -> dict:
+def run_fig3(cfg: Fig3Config, store: ResultsStore, progress: bool | None = None,
+             **backend) -> dict:
     """Measure figure 3's cells (disk packing) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig3_cells(cfg), lambda c: _compute_fig3(c, cfg.device),
-                     desc="fig3 disk packing", progress=progress)
+                     desc="fig3 disk packing", progress=progress, **backend)
     return {"config": cfg, "rows": rows}
 
 
@@ -916,10 +919,11 @@ def _compute_fig4(cell: Cell, device) -> CellResult:
     return CellResult(metrics, p["N"] * max(p["horizons"]), str(device))
 
 
-def run_fig4(cfg: Fig4Config, store: ResultsStore, progress: bool | None = None) -> dict:
+def run_fig4(cfg: Fig4Config, store: ResultsStore, progress: bool | None = None,
+             **backend) -> dict:
     """Measure figure 4's cells (Jacobian spectra and Lyapunov exponents) not in ``store`` yet; returns config and rows."""
     rows = run_cells(store, _fig4_cells(cfg), lambda c: _compute_fig4(c, cfg.device),
-                     desc="fig4 Jacobian spectra and Lyapunov exponents", progress=progress)
+                     desc="fig4 Jacobian spectra and Lyapunov exponents", progress=progress, **backend)
     return {"config": cfg, "rows": rows}
 
 
@@ -1063,6 +1067,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output directory: results.sqlite, figures/, report (default: results)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to simulate (default: cuda when available)")
+    add_backend_arguments(p)
 
 
 def _device(name: str) -> str:
@@ -1097,7 +1102,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = replace(spec.config.quick() if args.quick else spec.config.full(), device=device)
         before = len(store.rows())
         start = time.perf_counter()
-        results = spec.run(cfg, store)
+        results = spec.run(cfg, store, **backend_options(args))
         computed = len(store.rows()) - before
         pngs = spec.plot(results, directory)
         written += pngs

@@ -30,7 +30,7 @@ import torch
 import estimators
 import systems
 from experiments.store import Cell, ResultsStore
-from experiments.sweep import CellResult, run_cells
+from experiments.sweep import CellResult, add_backend_arguments, backend_options, run_cells
 
 __all__ = ["Config", "QUICK", "run", "summarize", "plot", "train_curve", "add_arguments", "main"]
 
@@ -166,13 +166,16 @@ def train_curve(cfg: Config, method: str, seed: int) -> CellResult:
     return CellResult(curve, steps, cfg.device)
 
 
-def run(cfg: Config, directory: str | Path = "results", progress: bool | None = None) -> dict:
-    """Compute the missing curves into ``DIR/results.sqlite``; returns the rows and a summary."""
+def run(cfg: Config, directory: str | Path = "results", progress: bool | None = None,
+        **backend) -> dict:
+    """Compute the missing curves into ``DIR/results.sqlite``; returns the rows and a summary.
+
+    ``backend``/``address`` as in `run_cells` (curves run as Ray tasks with ``backend="ray"``)."""
     todo = cells(cfg)
     with ResultsStore(directory) as store:
         new = sum(not store.done(c) for c in todo)
         rows = run_cells(store, todo, lambda c: train_curve(cfg, c.estimator, c.seed),
-                         desc=f"train {cfg.system}", progress=progress)
+                         desc=f"train {cfg.system}", progress=progress, **backend)
     return {"config": cfg, "rows": rows, "new": new, "summary": summarize(cfg, rows),
             "store": Path(directory) / "results.sqlite"}
 
@@ -257,6 +260,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``chaosgrad train`` and ``chaosgrad compare``."""
     d = Config()
     p.add_argument("system", help="registered system or an unambiguous prefix (metz)")
+    add_backend_arguments(p)
     p.add_argument("--method", "--methods", dest="methods", nargs="+", default=None,
                    help=f"estimators and/or strategies (compare default: {' '.join(DEFAULT_METHODS)})")
     p.add_argument("--budget", type=int, default=None, help=f"simulated steps per curve (default {d.budget})")
@@ -309,7 +313,7 @@ def main(args: argparse.Namespace) -> int:
     with ResultsStore(out) as store:
         store.log_run(sys.argv)
     start = time.perf_counter()
-    results = run(cfg, out)
+    results = run(cfg, out, **backend_options(args))
     prefix = "compare" if args.command == "compare" else f"train_{cfg.methods[0].replace(':', '-')}"
     figures = plot(results, out, prefix=prefix)
     print(format_summary(results))
