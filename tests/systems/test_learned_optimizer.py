@@ -63,15 +63,15 @@ def test_pathwise_gradient_spread_with_horizon(regime):
     for more than exp(0.1 * 30) ~ 20, the growth at the onset of chaos (step_scale 6)."""
     system = LearnedOptimizer(**LearnedOptimizer.regimes[regime])
     theta = system.init_params(F64)
-    std = {}
+    std, n = {}, 32
     for T in (10, 40):
-        est = BPTT(samples=8, horizon=T)
+        est = BPTT(samples=n, horizon=T)
         e, _ = est.estimate(system, theta, est.init(system, theta, seed=0))
         assert e.nonfinite == 0
         std[T] = e.samples.std(0).norm().item()
     growth = std[40] / std[10]
-    if regime == "regular":
-        assert growth < 1.0
+    if regime == "regular":  # no growth beyond noise: SE of log(std ratio) ~ sqrt(2 / (2 (n - 1)))
+        assert math.log(growth) < 4 * math.sqrt(1 / (n - 1))
     else:
         assert growth > math.exp(0.1 * 30)
 
