@@ -6,10 +6,14 @@ With sigma = 0 this is the plain pathwise gradient averaged over N episode keys;
 it is an unbiased estimate of grad L_sigma (the reparameterisation trick). In a chaotic system
 its variance grows like exp(2 lambda T) (Metz et al. 2021, "Gradients are Not All You Need").
 
-Memory grows like T (autograd keeps every step's intermediates). With ``checkpoint=S`` the
-unroll is cut into segments of S steps whose intermediates are recomputed during the backward
-pass (torch.utils.checkpoint, non-reentrant): memory ~ T/S states + one segment's
-intermediates, for about one extra forward pass; the gradient is the same (same operations).
+Memory grows like T (autograd keeps every step's intermediates and graph nodes). With
+``checkpoint=S`` the unroll is cut into segments of S steps, each run forward without autograd
+and recomputed with it during the backward pass (torch.utils.checkpoint, reentrant): memory ~
+T/S boundary states + one segment's graph, for about one extra forward pass; the gradient is
+the same (same operations). The reentrant variant is the one that drops the graph as well as
+the saved tensors (the non-reentrant one keeps every step's graph nodes, which dominate for
+small states); it supports ``Tensor.backward`` but not ``torch.autograd.grad``, hence
+`_pathwise_backward`.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
-from systems import System
+from systems import System, tree_leaves, tree_map
 
 from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate, perturbations
 from .registry import register
@@ -61,21 +65,50 @@ def checkpointed_unroll(system: System, theta: Tensor, state, t: Tensor, episode
         return tuple(unroll(system, theta, state, t, episode, keys_for, n, horizon,
                             carry=(pre, post)))
 
+    def run_flat(n, theta, t, episode, pre, post, *leaves):
+        out = run(n, theta, _unflatten(structure, leaves), t, episode, pre, post)
+        return (*_flatten(out[0]), *out[1:])
+
+    structure = state
     seg = Segment(state, t, episode, *(theta.new_zeros(t.shape),) * 2,
                   torch.zeros_like(t, dtype=torch.bool))
     for start in range(0, steps, segment):
         n = min(segment, steps - start)
-        seg = Segment(*torch.utils.checkpoint.checkpoint(
-            run, n, theta, seg.state, seg.t, seg.episode, seg.loss_pre, seg.loss_post,
-            use_reentrant=False))
+        out = torch.utils.checkpoint.checkpoint(
+            run_flat, n, theta, seg.t, seg.episode, seg.loss_pre, seg.loss_post,
+            *_flatten(seg.state), use_reentrant=True)
+        k = len(_flatten(structure))
+        seg = Segment(_unflatten(structure, out[:k]), *out[k:])
     return seg
+
+
+def _flatten(state) -> list[Tensor]:
+    return tree_leaves(state)
+
+
+def _unflatten(like, leaves):
+    """A state of the same structure as ``like`` with ``leaves`` in order (the reentrant
+    checkpoint passes tensors only, not NamedTuples)."""
+    it = iter(leaves)
+    return tree_map(lambda _: next(it), like)
+
+
+def _pathwise_backward(losses: Tensor, rows: Tensor) -> Tensor:
+    """`pathwise_samples` through ``Tensor.backward`` (what reentrant checkpointing supports):
+    ``rows`` is the only leaf that requires grad, so its ``.grad`` is the per-row gradient."""
+    if not losses.requires_grad:
+        return torch.zeros_like(rows)
+    rows.grad = None
+    losses.sum().backward()
+    return torch.zeros_like(rows) if rows.grad is None else rows.grad
 
 
 @register("bptt")
 class BPTT(Estimator):
     """Pathwise gradient through the full horizon, optionally Gaussian-smoothed (sigma).
 
-    ``checkpoint=S`` recomputes S-step segments in the backward pass (memory ~ T/S states).
+    ``checkpoint=S`` recomputes S-step segments in the backward pass (memory ~ T/S states
+    plus one segment's graph).
     """
 
     needs_grad = True
@@ -105,6 +138,7 @@ class BPTT(Estimator):
                                       state.count.expand(N), lambda _: keys, T, T,
                                       self.checkpoint)
             losses = seg.loss_pre / T
-            samples = pathwise_samples(losses, rows)
+            samples = (pathwise_samples(losses, rows) if self.checkpoint is None
+                       else _pathwise_backward(losses, rows))
         est = finite_estimate(samples.detach(), losses.detach(), N * T)
         return est, state._replace(count=state.count + 1)

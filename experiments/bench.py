@@ -237,7 +237,8 @@ def _section_memory(args, devices) -> None:
     Ts = (100, 1000) if args.quick else (100, 1000, 10000)
     seg = 100
     print(f"\n## memory: one BPTT estimate ({POLICY}, 256 samples, float32), MB: peak (CPU: "
-          "RSS above a T = 1 process's) and tensors saved for backward")
+          "RSS above a T = 1 process's) and tensors packed for backward (cumulative: with "
+          "checkpointing they are packed one segment at a time during the backward, then freed)")
     print(f"{'device':7s}{'T':>7s}{'peak plain':>12s}{f'peak ckpt={seg}':>15s}{'saved plain':>13s}"
           f"{f'saved ckpt={seg}':>16s}")
     for device in devices:
