@@ -92,16 +92,6 @@ QUICK = Config(horizons=(8, 16, 32, 64), truncations=(2, 4, 8, 16, 32, 64), draw
 
 
 # ----------------------------------------------------------------------------- validation
-def _resolve_system(name: str) -> str:
-    names = list(systems.available())
-    if name in names:
-        return name
-    hits = [n for n in names if n.startswith(name)]
-    if len(hits) == 1:
-        return hits[0]
-    raise ValueError(f"unknown system {name!r}; available: {', '.join(names)}")
-
-
 def truncation_for_horizons(cfg: Config) -> int:
     """K used by online estimators in the T sweep: the largest K dividing every horizon."""
     ks = [k for k in cfg.truncations if all(T % k == 0 for T in cfg.horizons)]
@@ -113,7 +103,8 @@ def truncation_for_horizons(cfg: Config) -> int:
 
 def validate(cfg: Config) -> Config:
     """The config with names resolved and defaults filled in; ValueError on bad settings."""
-    system = _resolve_system(cfg.system)
+    from experiments.cli import resolve_system  # cli imports this module lazily: no cycle
+    system = resolve_system(cfg.system)
     cls = systems.SYSTEMS.get(system)
     regimes = tuple(cfg.regimes) or tuple(cls.regimes)
     for r in regimes:
