@@ -5,6 +5,7 @@ import torch
 
 from estimators.bptt import BPTT
 from systems.metz_sgd_momentum import MetzSGDMomentum, inner_grad, inner_loss
+from tests.helpers import assert_deterministic_and_batch_independent
 
 F64 = torch.float64
 
@@ -42,20 +43,8 @@ def test_analytic_inner_grad_equals_autograd():
 def test_deterministic_and_batch_independent():
     system = MetzSGDMomentum(learning_rate=0.3)
     theta = system.init_params(dtype=F64)
-    keys = torch.tensor([5, 9, 5, 2])
-    rows = theta.expand(4, -1).clone()
-    rows[1, 0] += 0.1
-    outs = []
-    for ks, rs in [(keys, rows), (keys, rows), (keys[2:3], rows[2:3])]:
-        state, losses = system.init_state(rs, ks), []
-        for t in range(30):
-            state, loss = system.step(rs, state, torch.full_like(ks, t), ks)
-            losses.append(loss)
-        outs.append((state, torch.stack(losses, 1)))
-    assert torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][0], outs[1][0])
-    assert torch.equal(outs[0][1][0], outs[0][1][2])
-    torch.testing.assert_close(outs[2][1], outs[0][1][2:3], rtol=0, atol=1e-12)
-    assert not torch.equal(outs[0][1][0], outs[0][1][3])  # the key's jitter matters
+    losses = assert_deterministic_and_batch_independent(system, theta, 30)
+    assert not torch.equal(losses[:, 0], losses[:, 3])  # the key's jitter matters
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float32, F64])
