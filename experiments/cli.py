@@ -27,6 +27,11 @@ COMMANDS = {
 }
 
 
+# optional dependencies -> the pyproject extra that installs them
+_EXTRAS = {"cma": "blackbox", "nevergrad": "blackbox", "evosax": "blackbox", "jax": "blackbox",
+           "jaxlib": "blackbox", "ray": "ray"}
+
+
 def resolve_system(name: str) -> str:
     """A registered system name from ``name`` or an unambiguous prefix ("logistic")."""
     names = list(systems.available())
@@ -80,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, TypeError) as err:  # bad input: one line, exit code 2, no traceback
         print(f"chaosgrad: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:  # an optional dependency: say which extra brings it
+        top = (err.name or "").split(".")[0]
+        extra = _EXTRAS.get(top)
+        if extra is None:
+            raise
+        print(f"chaosgrad: error: {top} is not installed; it comes with the {extra!r} extra: "
+              f"pip install 'chaosgrad[{extra}]' (or pip install -e '.[{extra}]')",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("chaosgrad: interrupted; finished cells are saved, rerun to resume", file=sys.stderr)

@@ -123,3 +123,15 @@ def test_report_groups_any_figures_by_prefix_and_tables_any_kind(capsys, tmp_pat
     assert "Variance &lt;grows&gt; with T." in html                 # captions, escaped
     assert "<h2>fig1_variance</h2>" in html and "log10_var" in html  # any kind gets a table
     assert "chaosgrad reproduce fig1 --quick" in html
+
+
+def test_missing_optional_dependency_names_its_extra(monkeypatch, capsys):
+    import experiments.train
+
+    def needs_cma(args):
+        raise ModuleNotFoundError("No module named 'cma'", name="cma")
+
+    monkeypatch.setattr(experiments.train, "main", needs_cma)
+    assert cli.main(["compare", "metz", "--methods", "cmaes"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "chaosgrad[blackbox]" in err[0]
