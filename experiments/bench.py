@@ -194,6 +194,35 @@ def _fmt_rate(x: float) -> str:
     return f"{x:.3g}" if math.isfinite(x) else "-"
 
 
+# Sizes whose largest step temporary, scaled to B rows, exceeds this are skipped rather than
+# swapping (disk packing's [B, N, N, 2] pair tensors reach 8.6 GB at B = 65536, N = 128).
+_MAX_STATE_BYTES = 2 << 30
+
+
+def _state_bytes(system, B: int, device) -> int:
+    """Bytes of the largest tensor one step creates for B rows: measured on 2 rows with a
+    dispatch mode that sees every op's outputs, then scaled by B / 2 (rows are independent)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        size = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for x in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(x, torch.Tensor):
+                    Largest.size = max(Largest.size, x.numel() * x.element_size())
+            return out
+
+    rows = _rows(system, 2, device)
+    keys = torch.arange(2, device=device)
+    with torch.no_grad():
+        state = system.init_state(rows, keys)
+        with Largest():
+            system.step(rows, state, torch.zeros_like(keys), keys)
+    return Largest.size * B // 2
+
+
 def _section_rollout(args, devices) -> None:
     names = args.systems or list(systems.available())
     sizes = (256, 4096) if args.quick else (256, 4096, 65536)
@@ -205,6 +234,10 @@ def _section_rollout(args, devices) -> None:
             base = systems.make(name)
             fast = compiled(systems.make(name))
             for B in sizes:
+                if _state_bytes(base, B, device) > _MAX_STATE_BYTES:
+                    print(f"{name:22s}{device:>7s}{B:7d}  skipped: one step's largest tensor "
+                          f"would exceed {_MAX_STATE_BYTES >> 30} GiB", flush=True)
+                    continue
                 eager = rollout_rate(base, B, device)
                 try:
                     comp = rollout_rate(fast, B, device)
