@@ -29,7 +29,7 @@ gradient check passes; ``reason`` says why not otherwise (then pathwise estimato
 Example::
 
     report = check_system(my_system)
-    print(report)              # one line per check
+    str(report)                # one line per check
     report.ok, report.differentiable, report.reason
 """
 from __future__ import annotations

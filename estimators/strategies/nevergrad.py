@@ -68,8 +68,8 @@ class Nevergrad(Strategy):
 
     def _start(self, theta: Tensor, popsize: int, seed: int) -> None:
         import nevergrad as ng
+        self._np_state = np.random.RandomState(seed).get_state()  # for optimizers using np.random
         with _quiet(self):
-            np.random.seed(seed)  # the private global state some optimizers draw from
             param = ng.p.Array(init=theta.numpy()).set_mutation(sigma=self.sigma)
             param.random_state = np.random.RandomState(seed)
             opt_cls = _configured(ng, self.optimizer, popsize, self.dim)
