@@ -52,7 +52,6 @@ import ast
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import math
 import re
 import sys
@@ -65,6 +64,7 @@ import torch
 
 import estimators
 import systems
+from experiments.measure import episode_estimates, estimator_kwargs
 from experiments.store import Cell, ResultsStore
 
 __all__ = ["Advice", "Candidate", "advise", "format_advice", "load_target", "parse_overrides",
@@ -276,29 +276,6 @@ class _Ledger:
         return True
 
 
-def _hyper(name: str, T: int, n: int, K: int | None = None, sigma: float | None = None) -> dict:
-    params = inspect.signature(estimators.ESTIMATORS.get(name)).parameters
-    hp = {"horizon": T, "truncation": K, "sigma": sigma, "samples": n, "pairs": n}
-    return {k: v for k, v in hp.items() if k in params and v is not None}
-
-
-def _draws(name: str, hp: dict, system, theta, seed: int) -> tuple[torch.Tensor, int, int]:
-    """``(per-pair full-horizon estimates [M', D], non-finite count, simulated steps)``."""
-    est = estimators.make(name, **hp)
-    state = est.init(system, theta, seed=seed)
-    if not est.online:
-        e, _ = est.estimate(system, theta, state)
-        return e.samples, e.nonfinite, e.steps
-    windows, steps, bad = [], 0, 0
-    for _ in range(hp["horizon"] // hp["truncation"]):
-        e, state = est.estimate(system, theta, state)
-        steps, bad = steps + e.steps, max(bad, e.nonfinite)
-        windows.append(e.samples)
-    if bad:  # rows no longer align across windows
-        return windows[0][:0], bad, steps
-    return torch.stack(windows).mean(0), 0, steps
-
-
 def _stats(draws: torch.Tensor, g: torch.Tensor, se_ref: torch.Tensor) -> dict:
     M = draws.shape[0]
     if M < 2:
@@ -458,8 +435,8 @@ def advise(system: systems.System, theta: torch.Tensor | None = None, *, horizon
         if not ledger.fits(f"antithetic ES at sigma = {s:g}", 2 * M * T, 2 * M):
             continue
         t0 = time.perf_counter()
-        d, bad, steps = _draws("antithetic_es", _hyper("antithetic_es", T, M, sigma=s), system,
-                               th, seed)
+        d, bad, steps = episode_estimates("antithetic_es", estimator_kwargs("antithetic_es", horizon=T, n=M,
+                                                                    sigma=s), system, th, seed)
         ledger.steps += steps
         es_draws[s] = (d, bad, time.perf_counter() - t0)
     finite = {s: v for s, v in es_draws.items() if v[1] == 0 and v[0].shape[0] >= 2}
@@ -491,8 +468,9 @@ def advise(system: systems.System, theta: torch.Tensor | None = None, *, horizon
             s1, s2, n = 0.0, 0.0, 0
             for i, start in enumerate(range(0, R, _CHUNK)):
                 m = min(_CHUNK, R - start)
-                d, _, steps = _draws("antithetic_es", _hyper("antithetic_es", T, m, sigma=sigma),
-                                     system, th, _REF_SEED + seed * 1000 + i)
+                hp = estimator_kwargs("antithetic_es", horizon=T, n=m, sigma=sigma)
+                d, _, steps = episode_estimates("antithetic_es", hp, system, th,
+                                                _REF_SEED + seed * 1000 + i)
                 ledger.steps += steps
                 s1, s2, n = s1 + d.sum(0), s2 + (d**2).sum(0), n + d.shape[0]
             g = s1 / n
@@ -518,8 +496,9 @@ def advise(system: systems.System, theta: torch.Tensor | None = None, *, horizon
             if not ledger.fits(c.label, rows * T, rows, family == "pathwise"):
                 return
             t0 = time.perf_counter()
-            d, bad, steps = _draws(name, _hyper(name, T, M, K, sigma if smoothed else None),
-                                   system, th, seed + 1)
+            hp = estimator_kwargs(name, horizon=T, n=M, truncation=K,
+                                  sigma=sigma if smoothed else None)
+            d, bad, steps = episode_estimates(name, hp, system, th, seed + 1)
             ledger.steps += steps
             secs = time.perf_counter() - t0
         else:
@@ -553,8 +532,8 @@ def advise(system: systems.System, theta: torch.Tensor | None = None, *, horizon
                                           samples=n_growth, seed=_DIAG_SEED + seed)
         es_std = []
         for h in growth_horizons:
-            d, _, _ = _draws("antithetic_es", _hyper("antithetic_es", h, n_growth, sigma=sigma),
-                             system, th, _DIAG_SEED + seed)
+            hp = estimator_kwargs("antithetic_es", horizon=h, n=n_growth, sigma=sigma)
+            d, _, _ = episode_estimates("antithetic_es", hp, system, th, _DIAG_SEED + seed)
             es_std.append(0.5 * math.log(d.var(0).sum().item()) if d.shape[0] >= 2 else math.nan)
         ledger.steps += n_growth * T + 2 * n_growth * sum(growth_horizons)
         advice.growth = {"horizons": gr.horizons.tolist(), "log_std": gr.log_std.tolist(),

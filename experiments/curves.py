@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import inspect
 import math
 import time
 from collections import defaultdict
@@ -46,6 +45,7 @@ import torch
 import estimators
 import systems
 from experiments.store import Cell, ResultsStore
+from experiments.measure import episode_estimates, estimator_kwargs
 from experiments.sweep import CellResult, add_backend_arguments, backend_options, run_cells
 
 __all__ = ["Config", "QUICK", "DEFAULT_ESTIMATORS", "run", "plot", "summarize", "validate",
@@ -179,33 +179,6 @@ def _system(name: str, regime: str):
     return cls(**cls.regimes[regime])
 
 
-def _hyper(name: str, T: int, K: int | None, sigma: float, n: int) -> dict:
-    params = inspect.signature(estimators.ESTIMATORS.get(name)).parameters
-    hp = {"horizon": T, "truncation": K, "sigma": sigma, "samples": n, "pairs": n}
-    return {k: v for k, v in hp.items() if k in params and v is not None}
-
-
-def _episode(name: str, hp: dict, system, theta, seed: int):
-    """One full-horizon estimate: ``(samples [N', D], nonfinite, steps)``; an online estimator's
-    samples are the per-pair means of its T/K window contributions (empty if any window lost a
-    row, because rows no longer align)."""
-    est = estimators.make(name, **hp)
-    state = est.init(system, theta, seed=seed)
-    if not est.online:
-        e, _ = est.estimate(system, theta, state)
-        return e.samples, e.nonfinite, e.steps
-    windows, nonfinite, steps = [], 0, 0
-    for _ in range(hp["horizon"] // hp["truncation"]):
-        e, state = est.estimate(system, theta, state)
-        steps += e.steps
-        if e.nonfinite:
-            nonfinite = max(nonfinite, e.nonfinite)
-        windows.append(e.samples)
-    if nonfinite:
-        return windows[0][:0], hp.get("pairs", hp.get("samples")), steps
-    return torch.stack(windows).mean(0), 0, steps
-
-
 def _reference(cell: Cell, device: str) -> CellResult:
     p = cell.params
     system = _system(cell.system, p["regime"])
@@ -220,7 +193,7 @@ def _reference(cell: Cell, device: str) -> CellResult:
     while n < total:
         m = min(_CHUNK, total - n)
         hp = {"pairs": m, "sigma": p["sigma"], "horizon": p["T"]}
-        samples, bad, st = _episode("antithetic_es", hp, system, theta, _REF_SEED + chunk)
+        samples, bad, st = episode_estimates("antithetic_es", hp, system, theta, _REF_SEED + chunk)
         samples = samples.cpu()
         s1, s2 = s1 + samples.sum(0), s2 + (samples**2).sum(0)
         n, steps, nonfinite, chunk = n + samples.shape[0], steps + st, nonfinite + bad, chunk + 1
@@ -245,8 +218,12 @@ def _per_pair(cell: Cell, device: str) -> tuple[torch.Tensor, int, float]:
     draws, nonfinite, chunk, start = [], 0, 0, time.perf_counter()
     while sum(d.shape[0] for d in draws) + nonfinite < p["draws"]:
         m = min(_CHUNK, p["draws"] - sum(d.shape[0] for d in draws) - nonfinite)
-        hp = _hyper(cell.estimator, p["T"], p["K"], p["sigma"], m)
-        samples, bad, _ = _episode(cell.estimator, hp, system, theta, cell.seed * 1_000_003 + chunk)
+        hp = estimator_kwargs(cell.estimator, horizon=p["T"], n=m, truncation=p["K"],
+                              sigma=p["sigma"])
+        samples, bad, _ = episode_estimates(cell.estimator, hp, system, theta,
+                                            cell.seed * 1_000_003 + chunk)
+        if samples.shape[0] == 0 and bad:  # an online estimate lost its rows: all m are lost
+            bad = m
         draws.append(samples.cpu())
         nonfinite, chunk = nonfinite + bad, chunk + 1
     return torch.cat(draws), nonfinite, time.perf_counter() - start
@@ -257,9 +234,10 @@ def _cost(cell: Cell, device: str) -> tuple[int, float]:
     p = cell.params
     system = _system(cell.system, p["regime"])
     theta = system.init_params(dtype=torch.float64, device=device)
-    hp = _hyper(cell.estimator, p["T"], p["K"], p["sigma"], p["pairs"])
+    hp = estimator_kwargs(cell.estimator, horizon=p["T"], n=p["pairs"], truncation=p["K"],
+                          sigma=p["sigma"])
     start = time.perf_counter()
-    _, _, steps = _episode(cell.estimator, hp, system, theta, cell.seed * 1_000_003 + 999_983)
+    _, _, steps = episode_estimates(cell.estimator, hp, system, theta, cell.seed * 1_000_003 + 999_983)
     if device == "cuda":
         torch.cuda.synchronize()
     return steps, time.perf_counter() - start
