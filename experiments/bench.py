@@ -239,6 +239,7 @@ def _section_rollout(args, devices) -> None:
                           f"would exceed {_MAX_STATE_BYTES >> 30} GiB", flush=True)
                     continue
                 eager = rollout_rate(base, B, device)
+                compile_before = fast.compile_seconds  # each new B compiles anew (dynamic=False)
                 try:
                     comp = rollout_rate(fast, B, device)
                 except Exception as err:  # compiled path unusable here: say why, go on
@@ -246,7 +247,7 @@ def _section_rollout(args, devices) -> None:
                 if fast.fallback:
                     comp = math.nan
                 print(f"{name:22s}{device:>7s}{B:7d}{_fmt_rate(eager):>11s}{_fmt_rate(comp):>11s}"
-                      f"{comp / eager:6.2f}{fast.compile_seconds:11.1f}"
+                      f"{comp / eager:6.2f}{fast.compile_seconds - compile_before:11.1f}"
                       + (f"  fallback: {fast.fallback[:60]}" if fast.fallback else ""), flush=True)
 
 
@@ -299,21 +300,8 @@ def _section_peers(args, devices) -> None:
           f"{members} of {2 * N} members); chaosgrad eager {ours:.3f} s -> {naive / ours:.0f}x, "
           f"compiled {ours_c:.3f} s -> {naive / ours_c:.0f}x (target >= 100x)")
     pairs = 2048
-    try:
-        from experiments import bench_jax_peer
-        if torch.get_num_threads() == 1:
-            bench_jax_peer.single_thread()
-        jax_first, jax_s = bench_jax_peer.time_es_estimate(pairs, T)
-    except ImportError:
-        print("2. JAX peer: jax not installed")
-    else:
-        ours = min(estimate_seconds("antithetic_es", system, pairs, T) for _ in range(2))
-        estimate_seconds("antithetic_es", fast, pairs, T)
-        ours_c = min(estimate_seconds("antithetic_es", fast, pairs, T) for _ in range(2))
-        print(f"2. JAX jit+vmap+scan antithetic ES, B = {2 * pairs}, T = {T}: {jax_s:.3f} s "
-              f"(first call {jax_first:.1f} s); chaosgrad eager {ours:.3f} s -> "
-              f"{jax_s / ours:.2f}x, compiled {ours_c:.3f} s -> {jax_s / ours_c:.2f}x "
-              f"(target >= 2x; compile {fast.compile_seconds:.1f} s)")
+    for device in devices:
+        _jax_peer(pairs, T, device)
     P, G = 2 * N, 5 if args.quick else 20
     roll = 1.0 / rollout_rate(system, P, "cpu", steps=T) * P * T
     ov = evosax_overheads(P, system.param_dim, G)
@@ -323,6 +311,30 @@ def _section_peers(args, devices) -> None:
         print(f"   {label:24s}{sec * 1e3:9.3f} ms  ({sec / roll * 100:.2f}% of the rollout)")
     for native, peer in (("native antithetic ES", "evosax:Open_ES"), ("native PES", "evosax:PersistentES")):
         print(f"   {peer} / {native}: {ov[peer] / ov[native]:.1f}x (target > 1)")
+
+
+def _jax_peer(pairs: int, T: int, device: str) -> None:
+    """Peer 2 on one device: the JAX jit+vmap+scan estimate vs chaosgrad's, same B and T."""
+    try:
+        from experiments import bench_jax_peer
+        if device == "cpu" and torch.get_num_threads() == 1:
+            bench_jax_peer.single_thread()
+        jax_first, jax_s = bench_jax_peer.time_es_estimate(
+            pairs, T, platform="gpu" if device == "cuda" else "cpu")
+    except ImportError:
+        print("2. JAX peer: jax not installed")
+        return
+    except RuntimeError as err:  # e.g. a jax without the CUDA plugin
+        print(f"2. JAX peer on {device}: unavailable ({str(err).splitlines()[0][:80]})")
+        return
+    system, fast = systems.make(POLICY), compiled(systems.make(POLICY))
+    ours = min(estimate_seconds("antithetic_es", system, pairs, T, device) for _ in range(2))
+    estimate_seconds("antithetic_es", fast, pairs, T, device)
+    ours_c = min(estimate_seconds("antithetic_es", fast, pairs, T, device) for _ in range(2))
+    print(f"2. JAX jit+vmap+scan antithetic ES on {device}, B = {2 * pairs}, T = {T}: "
+          f"{jax_s:.3f} s (first call {jax_first:.1f} s); chaosgrad eager {ours:.3f} s -> "
+          f"{jax_s / ours:.2f}x, compiled {ours_c:.3f} s -> {jax_s / ours_c:.2f}x "
+          f"(target on cpu >= 2x; compile {fast.compile_seconds:.1f} s)", flush=True)
 
 
 def _section_ray(args, devices) -> None:
@@ -345,12 +357,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--systems", nargs="+", default=None, help="rollout section: these systems")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None,
+                   help="devices to measure (default: cpu, and cuda when present)")
     args = p.parse_args(argv)
     if args.quick and args.systems is None:
         args.systems = ["logistic_map", "double_pendulum", "mass_spring_walker"]
     if args.threads:
         torch.set_num_threads(args.threads)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = args.devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        p.error("--devices cuda: no CUDA device is available")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     print(f"# chaosgrad bench{' --quick' if args.quick else ''}: {platform.node()}, "
           f"{os.cpu_count()} CPUs, load {load:.2f}, torch {torch.__version__} "

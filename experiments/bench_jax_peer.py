@@ -63,12 +63,16 @@ def es_estimate_fn(pairs: int, horizon: int, sigma: float = 0.1):
     return estimate
 
 
-def time_es_estimate(pairs: int, horizon: int, repeats: int = 3) -> tuple[float, float]:
-    """(seconds of the first call, compilation included; best seconds of ``repeats`` calls)."""
+def time_es_estimate(pairs: int, horizon: int, repeats: int = 3,
+                     platform: str = "cpu") -> tuple[float, float]:
+    """(seconds of the first call, compilation included; best seconds of ``repeats`` calls),
+    on JAX's first device of ``platform`` ("cpu" or "gpu")."""
     import jax
     import jax.numpy as jnp
     fn = es_estimate_fn(pairs, horizon)
-    theta, key = jnp.zeros(14, dtype=jnp.float32), jax.random.PRNGKey(0)
+    device = jax.devices(platform)[0]
+    theta = jax.device_put(jnp.zeros(14, dtype=jnp.float32), device)
+    key = jax.device_put(jax.random.PRNGKey(0), device)
     start = time.perf_counter()
     fn(theta, key).block_until_ready()
     first = time.perf_counter() - start
@@ -92,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=2048)
     p.add_argument("--horizon", type=int, default=1000)
+    p.add_argument("--platform", choices=("cpu", "gpu"), default="cpu")
     args = p.parse_args(argv)
-    first, best = time_es_estimate(args.pairs, args.horizon)
+    first, best = time_es_estimate(args.pairs, args.horizon, platform=args.platform)
     steps = 2 * args.pairs * args.horizon
-    print(f"jax antithetic ES, B = {2 * args.pairs}, T = {args.horizon}: first call {first:.2f} s, "
+    print(f"jax antithetic ES on {args.platform}, B = {2 * args.pairs}, T = {args.horizon}: "
+          f"first call {first:.2f} s, "
           f"then {best:.3f} s ({steps / best:.3g} trajectory-steps/s)")
     return 0
 
