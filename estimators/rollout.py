@@ -8,12 +8,14 @@ hold the end of one episode and the start of the next; their losses are summed s
 Resets are deterministic in the step index, so `reset_steps` finds the steps of a segment
 at which any row restarts up front; the loop then needs no host synchronisation per step (one per
 segment, to learn which steps have any reset at all), which keeps CUDA streams full. `compiled`
-wraps a system so that its `step` runs through `torch.compile` (CUDA graphs on CUDA), with an
-eager fallback.
+wraps a system so that its `step`, with the loop's loss bookkeeping, runs through `torch.compile`
+(CUDA graphs on CUDA), with an eager fallback.
 """
 from __future__ import annotations
 
+import functools
 import time
+import types
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -60,6 +62,27 @@ def _restarts(first: Tensor, j: int, horizon: int, active: Tensor | None) -> Ten
     return done if active is None else done & active
 
 
+def _advance(theta: Tensor, state: Any, t: Tensor, keys: Tensor, active: Tensor | None,
+             reset: Tensor, loss_pre: Tensor, loss_post: Tensor,
+             step: Callable) -> tuple[Any, Tensor, Tensor, Tensor]:
+    """One step of `unroll`: ``step`` every row, hold rows that are not ``active`` (None: all
+    are), add the loss to ``loss_pre`` or, for rows that restarted, ``loss_post``.
+
+    A pure function of tensors, so `CompiledSystem.advance` compiles it whole: the bookkeeping
+    fuses into the step's kernel instead of costing a few eager ops per step.
+    """
+    new_state, loss = step(theta, state, t, keys)
+    zero = torch.zeros_like(loss)
+    if active is not None:
+        new_state = tree_where(active, new_state, state)
+        loss = torch.where(active, loss, zero)
+        t = t + active.long()
+    else:
+        t = t + 1
+    return (new_state, t, loss_pre + torch.where(reset, zero, loss),
+            loss_post + torch.where(reset, loss, zero))
+
+
 def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor,
            keys_for: Callable[[Tensor], Tensor], steps: int, horizon: int, *,
            theta_next: Tensor | None = None, budget: Tensor | None = None,
@@ -78,12 +101,20 @@ def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor
     """
     theta_next = theta if theta_next is None else theta_next
     keys = keys_for(episode)
-    loss_pre, loss_post = carry if carry is not None else (theta.new_zeros(t.shape),) * 2
+    # two tensors, not one twice: a compiled `advance` would compile again for aliased inputs
+    loss_pre, loss_post = carry if carry is not None else (theta.new_zeros(t.shape),
+                                                           theta.new_zeros(t.shape))
     reset = torch.zeros_like(t, dtype=torch.bool)
     any_reset = reset_steps(t, horizon, steps, budget)  # the segment's only host sync
     first = (horizon - t).clamp_min(0)
+    if isinstance(system, CompiledSystem):
+        # one compiled call per step; an all-true mask rather than None, so that budgeted
+        # (burn-in) and plain segments share one compiled graph (same numbers either way)
+        advance, everyone = system.advance, torch.ones_like(t, dtype=torch.bool)
+    else:
+        advance, everyone = functools.partial(_advance, step=system.step), None
     for j in range(steps):
-        active = None if budget is None else budget > j
+        active = everyone if budget is None else budget > j
         if any_reset[j]:
             done = _restarts(first, j, horizon, active)
             episode = episode + done
@@ -92,16 +123,8 @@ def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor
             t = torch.where(done, torch.zeros_like(t), t)
             reset = reset | done
         params = theta if theta_next is theta else torch.where(reset[:, None], theta_next, theta)
-        new_state, loss = system.step(params, state, t, keys)
-        if active is not None:
-            new_state = tree_where(active, new_state, state)
-            loss = torch.where(active, loss, torch.zeros_like(loss))
-            t = t + active.long()
-        else:
-            t = t + 1
-        state = new_state
-        loss_pre = loss_pre + torch.where(reset, torch.zeros_like(loss), loss)
-        loss_post = loss_post + torch.where(reset, loss, torch.zeros_like(loss))
+        state, t, loss_pre, loss_post = advance(params, state, t, keys, active, reset,
+                                                loss_pre, loss_post)
     return Segment(state, t, episode, loss_pre, loss_post, reset)
 
 
@@ -137,26 +160,47 @@ class CompileFallbackWarning(RuntimeWarning):
     """`torch.compile` failed for a system's step; it runs eagerly instead."""
 
 
+def _copy_function(fn: Callable) -> Callable:
+    """``fn`` with its own code object (same code), hence its own dynamo cache."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+
+
 class CompiledSystem(System):
     """A system whose `step` runs through `torch.compile`; everything else is delegated.
 
-    On CUDA, steps taken without autograd use ``mode="reduce-overhead"`` (the step is captured
-    as a CUDA graph and replayed; its noise is counter-based, so it is computed inside the graph
-    from (key, t) rather than drawn from a generator). Its outputs are copied out of the graph's
-    static buffers, because the next replay overwrites them. If compiling or running the
-    compiled step raises, a `CompileFallbackWarning` says why and the system runs eagerly from
-    then on (``fallback`` holds the reason). ``compile_seconds`` is the wall time of the first
-    call of each compiled variant, compilation included.
+    `unroll` calls `advance` instead of `step`: the step together with its loss bookkeeping,
+    compiled as one graph, so a step costs one compiled call and no eager ops. On CUDA, steps
+    taken without autograd use ``mode="reduce-overhead"`` (the step is captured as a CUDA graph
+    and replayed; its noise is counter-based, so it is computed inside the graph from (key, t)
+    rather than drawn from a generator). Their outputs are copied out of the graph's static
+    buffers, because the next replay overwrites them. If compiling or running a compiled
+    function raises, a `CompileFallbackWarning` says why and the system runs eagerly from then
+    on (``fallback`` holds the reason). ``compile_seconds`` adds up the wall time of the first call
+    of each compiled variant at each batch size and dtype (each compiles anew unless
+    ``dynamic``), compilation included.
+
+    Inductor options come from the system's optional ``compile_options`` attribute (hints about
+    its own kernels), updated with ``options``.
     """
 
-    def __init__(self, system: System, mode: str | None = None, dynamic: bool | None = False):
+    def __init__(self, system: System, mode: str | None = None, dynamic: bool | None = False,
+                 options: dict | None = None):
         if not isinstance(system, System):
             raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
         self.system, self.mode, self.dynamic = system, mode, dynamic
+        self.options = {**getattr(system, "compile_options", {}), **(options or {})}
         for attr in ("name", "param_dim", "horizon", "state_dim", "differentiable", "dt",
                      "regimes"):
             setattr(self, attr, getattr(system, attr))
+        # a private copy of `_advance`: dynamo caches compiled graphs, and counts recompilations
+        # against its limit, per code object, so one shared function would make all compiled
+        # systems (each batch size, grad mode) share 8 slots. Compiled as a plain function (a
+        # partial would be wrapped in torch's own shared function); `_step` is one bound method
+        # object, so dynamo's guard on it holds from call to call.
+        self._advance, self._step = _copy_function(_advance), system.step
         self._fns: dict[tuple, Callable] = {}
+        self._timed: set[tuple] = set()
         self.compile_seconds = 0.0
         self.fallback: str | None = None
 
@@ -173,11 +217,34 @@ class CompiledSystem(System):
         return self.system.init_state(theta, keys)
 
     def step(self, theta: Tensor, state: Any, t: Tensor, keys: Tensor) -> tuple[Any, Tensor]:
+        return self._call("step", self.system.step, theta, state, t, keys)
+
+    def advance(self, theta: Tensor, state: Any, t: Tensor, keys: Tensor, active: Tensor | None,
+                reset: Tensor, loss_pre: Tensor,
+                loss_post: Tensor) -> tuple[Any, Tensor, Tensor, Tensor]:
+        """`unroll`'s whole step (see `_advance`) as one compiled call."""
+        return self._call("advance", self._advance, theta, state, t, keys, active, reset,
+                          loss_pre, loss_post, self._step)
+
+    def _compile(self, fn: Callable, graphs: bool) -> Callable:
+        mode, options = ("reduce-overhead" if graphs else self.mode), self.options
+        if not options or graphs:  # CUDA graphs: keep torch's settings (the hints are for CPU)
+            return torch.compile(fn, mode=mode, dynamic=self.dynamic)
+        if mode is not None:  # torch.compile takes a mode or options, not both: merge them
+            from torch._inductor import list_mode_options
+            options = {**list_mode_options(mode, self.dynamic), **options}
+        return torch.compile(fn, dynamic=self.dynamic, options=options)
+
+    def _call(self, name: str, fn: Callable, theta: Tensor, *args):
+        """``fn(theta, *args)`` compiled (once per device and variant), or eager after a failure."""
         if self.fallback is not None:
-            return self.system.step(theta, state, t, keys)
+            return fn(theta, *args)
         graphs = theta.is_cuda and not torch.is_grad_enabled() and self.mode is None
-        variant = (theta.device.type, graphs)
-        fn, first = self._fns.get(variant), variant not in self._fns
+        variant = (name, theta.device.type, graphs)
+        compiled_fn, first = self._fns.get(variant), variant not in self._fns
+        # a new batch size or dtype compiles again (dynamic=False): time its first call too
+        signature = (variant, tuple(theta.shape), theta.dtype)
+        timed = signature not in self._timed
         start = time.perf_counter()
         try:
             with warnings.catch_warnings():
@@ -187,20 +254,19 @@ class CompiledSystem(System):
                 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
                 warnings.simplefilter("ignore", DeprecationWarning)
                 if first:
-                    fn = self._fns[variant] = torch.compile(
-                        self.system.step, mode="reduce-overhead" if graphs else self.mode,
-                        dynamic=self.dynamic)
+                    compiled_fn = self._fns[variant] = self._compile(fn, graphs)
                 if graphs:
                     torch.compiler.cudagraph_mark_step_begin()
-                    out = tree_map(torch.clone, fn(theta, state, t, keys))
+                    out = tree_map(torch.clone, compiled_fn(theta, *args))
                 else:
-                    out = fn(theta, state, t, keys)
+                    out = compiled_fn(theta, *args)
         except Exception as err:  # any compiler failure: fall back, loudly
             self.fallback = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             warnings.warn(f"torch.compile of {self.name}.step failed ({self.fallback}); "
-                          "running eagerly", CompileFallbackWarning, stacklevel=2)
-            return self.system.step(theta, state, t, keys)
-        if first:
+                          "running eagerly", CompileFallbackWarning, stacklevel=3)
+            return fn(theta, *args)
+        if timed:
+            self._timed.add(signature)
             if theta.is_cuda:
                 torch.cuda.synchronize(theta.device)  # once, so the time includes compilation
             self.compile_seconds += time.perf_counter() - start
@@ -210,7 +276,8 @@ class CompiledSystem(System):
         return f"compiled({self.system!r})"
 
 
-def compiled(system: System, *, mode: str | None = None, dynamic: bool | None = False) -> System:
+def compiled(system: System, *, mode: str | None = None, dynamic: bool | None = False,
+             options: dict | None = None) -> System:
     """``system`` with its `step` compiled by `torch.compile` (opt-in; eager fallback).
 
     Every estimator accepts the result in place of the system; results agree with the eager
@@ -222,6 +289,8 @@ def compiled(system: System, *, mode: str | None = None, dynamic: bool | None = 
         dynamic: passed to `torch.compile`; the default False specialises on each batch size B
             (fastest kernels; a new B recompiles, up to torch's recompile limit); None lets
             torch switch to shape-generic kernels after the first change of B.
+        options: inductor options (`torch.compile`'s ``options``), added to the system's own
+            ``compile_options`` hints.
 
     Example::
 
@@ -229,4 +298,6 @@ def compiled(system: System, *, mode: str | None = None, dynamic: bool | None = 
         e, state = estimators.make("antithetic_es", pairs=2048).estimate(fast, theta, state)
         fast.compile_seconds, fast.fallback
     """
-    return system if isinstance(system, CompiledSystem) else CompiledSystem(system, mode, dynamic)
+    if isinstance(system, CompiledSystem):
+        return system
+    return CompiledSystem(system, mode, dynamic, options)

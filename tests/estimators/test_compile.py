@@ -72,3 +72,17 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once; eager from then on
         est.estimate(fast, theta, est.init(fast, theta, seed=0))
+
+
+def test_compile_seconds_counts_each_batch_size():
+    """A new batch size compiles anew (dynamic=False), and its compile time is added."""
+    fast = compiled(systems.make("logistic_map"))
+    est = estimators.make("antithetic_es", pairs=2, sigma=0.01, horizon=3)
+    theta = fast.init_params()
+    est.estimate(fast, theta, est.init(fast, theta, seed=0))
+    once = fast.compile_seconds
+    est.estimate(fast, theta, est.init(fast, theta, seed=1))  # same B: nothing new to time
+    assert fast.compile_seconds == once > 0
+    wider = estimators.make("antithetic_es", pairs=5, sigma=0.01, horizon=3)
+    wider.estimate(fast, theta, wider.init(fast, theta, seed=0))
+    assert fast.compile_seconds > once and fast.fallback is None
