@@ -52,22 +52,30 @@ def _rows(system, B: int, device, dtype=torch.float32) -> torch.Tensor:
     return theta + 0.01 * torch.randn(B, theta.numel(), generator=g, dtype=dtype).to(device)
 
 
-def rollout_rate(system, B: int, device="cpu", steps: int | None = None, repeats: int = 2) -> float:
-    """Trajectory-steps per second of a no-grad unroll of B rows (best of ``repeats``)."""
+def rollout_rate(system, B: int, device="cpu", steps: int | None = None, repeats: int = 2,
+                 max_seconds: float = 10.0) -> float:
+    """Trajectory-steps per second of a no-grad unroll of B rows (best of ``repeats``).
+
+    Without ``steps``: about 4e5 trajectory-steps (4 to 200 steps), fewer when a 2-step warm-up
+    (which also compiles) says one run would take longer than ``max_seconds``."""
     rows = _rows(system, B, device)
     keys = torch.arange(B, device=device)
-    steps = steps or max(4, min(200, int(4e5 / B)))
     t0 = torch.zeros_like(keys)
-    best = math.inf
+
+    def run(n: int) -> float:
+        state = system.init_state(rows, keys)
+        _sync(device)
+        start = time.perf_counter()
+        unroll(system, rows, state, t0, t0, lambda _: keys, n, 1 << 30)
+        _sync(device)
+        return time.perf_counter() - start
+
     with torch.no_grad():
-        for r in range(repeats + 1):
-            state = system.init_state(rows, keys)
-            _sync(device)
-            start = time.perf_counter()
-            unroll(system, rows, state, t0, t0, lambda _: keys, steps, 1 << 30)
-            _sync(device)
-            if r:  # the first run warms up (and compiles)
-                best = min(best, time.perf_counter() - start)
+        run(2)  # warm-up (and compilation)
+        if steps is None:
+            per_step = run(2) / 2
+            steps = max(4, min(200, int(4e5 / B), int(max_seconds / per_step)))
+        best = min(run(steps) for _ in range(repeats))
     return B * steps / best
 
 
@@ -109,8 +117,15 @@ def pack(x):
     return x
 with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
     e, _ = est.estimate(system, theta, state)
-peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+def cpu_peak():
+    # VmHWM belongs to this process's own address space; ru_maxrss also counts the parent's
+    # memory at the fork before exec, so a big benchmark process would inflate it
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else cpu_peak()
 print(json.dumps({"peak_bytes": peak, "saved_bytes": saved[0], "ok": bool(e.ok)}))
 """
 
@@ -118,7 +133,8 @@ print(json.dumps({"peak_bytes": peak, "saved_bytes": saved[0], "ok": bool(e.ok)}
 def bptt_peak_memory(T: int, checkpoint: int | None, device="cpu",
                      samples: int = 256) -> tuple[float, float]:
     """(peak bytes, bytes of tensors autograd keeps for the backward pass) of a fresh process
-    doing one BPTT estimate. Peak: on CPU the process's RSS high-water mark (imports included),
+    doing one BPTT estimate. Peak: on CPU the process's RSS high-water mark (VmHWM, imports
+    included),
     on CUDA torch.cuda.max_memory_allocated. The saved bytes are what checkpointing removes;
     the autograd graph's own nodes (non-reentrant checkpointing keeps them) are not in it."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -229,7 +245,7 @@ def _state_bytes(system, B: int, device) -> int:
 
 def _section_rollout(args, devices) -> None:
     names = args.systems or list(systems.available())
-    sizes = (256, 4096) if args.quick else (256, 4096, 65536)
+    sizes = args.sizes or ((256, 4096) if args.quick else (256, 4096, 65536))
     print("\n## rollout: trajectory-steps / s (no grad), eager and compiled")
     print(f"{'system':22s}{'device':>7s}{'B':>7s}{'eager':>11s}{'compiled':>11s}{'x':>6s}"
           f"{'compile s':>11s}")
@@ -362,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer systems")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--systems", nargs="+", default=None, help="rollout section: these systems")
+    p.add_argument("--sizes", nargs="+", type=int, default=None,
+                   help="rollout section: batch sizes B (default 256 4096 65536)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=None,
                    help="devices to measure (default: cpu, and cuda when present)")

@@ -14,14 +14,14 @@ import argparse
 import os
 import time
 
-__all__ = ["es_estimate_fn", "time_es_estimate"]
+__all__ = ["make_step", "es_estimate_fn", "time_es_estimate"]
 
 G, DT, MAX_TORQUE, TORQUE_COST, RELEASE, JITTER = 9.81, 0.01, 2.0, 1e-3, 1.5707963267948966, 0.01
 
 
-def es_estimate_fn(pairs: int, horizon: int, sigma: float = 0.1):
-    """A jitted ``f(theta [14], key) -> grad [14]``: one antithetic-ES estimate."""
-    import jax
+def make_step():
+    """The JAX double-pendulum step ``step(theta [14], s [4]) -> (s' [4], loss)``, one trajectory
+    (to be vmapped); the same physics, policy and loss as `systems.double_pendulum`."""
     import jax.numpy as jnp
 
     def derivative(s, tau):
@@ -44,6 +44,16 @@ def es_estimate_fn(pairs: int, horizon: int, sigma: float = 0.1):
         nxt = s + (DT / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
         loss = jnp.cos(nxt[0]) + jnp.cos(nxt[1]) + TORQUE_COST * jnp.sum(tau * tau)
         return nxt, loss
+
+    return step
+
+
+def es_estimate_fn(pairs: int, horizon: int, sigma: float = 0.1):
+    """A jitted ``f(theta [14], key) -> grad [14]``: one antithetic-ES estimate."""
+    import jax
+    import jax.numpy as jnp
+
+    step = make_step()
 
     def episode(theta, key):
         q = RELEASE + JITTER * jax.random.normal(key, (2,))

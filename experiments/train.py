@@ -29,6 +29,7 @@ import torch
 
 import estimators
 import systems
+from estimators.rollout import compiled
 from experiments.store import Cell, ResultsStore
 from experiments.sweep import CellResult, add_backend_arguments, backend_options, run_cells
 
@@ -59,6 +60,7 @@ class Config:
     eval_episodes: int = 256
     eval_seed: int = 1_000_003
     device: str = "cpu"
+    compile: bool = False        # run the system's step through estimators.rollout.compiled
 
 
 QUICK = Config(budget=30_000, seeds=2, checkpoints=6, eval_episodes=64)
@@ -95,6 +97,8 @@ def cells(cfg: Config) -> list[Cell]:
         params = {**shared, **hyper(cfg, m, T)}
         if not estimators.is_strategy(m):
             params.update(optimizer=cfg.optimizer, lr=cfg.lr)
+        if cfg.compile:  # same losses up to rounding, other wall times: a cell of its own
+            params["compile"] = True
         out += [Cell("train", cfg.system, m, params, seed) for seed in range(cfg.seeds)]
     return out
 
@@ -149,20 +153,28 @@ def train_curve(cfg: Config, method: str, seed: int) -> CellResult:
                               cfg.eval_seed)
     evaluate = lambda th: float(episode_losses(system, th.expand(len(keys), -1), keys, T).mean())  # noqa: E731
     grid = [cfg.budget * k // cfg.checkpoints for k in range(cfg.checkpoints + 1)]
-    step = _stepper(cfg, method, system, theta, seed, T)
+    # the updates run on the compiled step; evaluation (untimed) stays eager: one compile less
+    runner = compiled(system) if cfg.compile else system
+    step = _stepper(cfg, method, runner, theta, seed, T)
     curve = {"steps": [], "seconds": [], "loss": []}
-    steps, seconds, k = 0, 0.0, 0
+    steps, seconds, compiling, k = 0, 0.0, 0.0, 0
     while k < len(grid):
         while k < len(grid) and steps >= grid[k]:
             for name, v in zip(curve, (steps, seconds, evaluate(theta))):
                 curve[name].append(v)
             k += 1
         if k < len(grid):
+            before = getattr(runner, "compile_seconds", 0.0)
             start = time.perf_counter()
             theta, used = step()
-            seconds += time.perf_counter() - start
+            # compilation is a one-off cost, reported apart rather than charged to the curve
+            spent = getattr(runner, "compile_seconds", 0.0) - before
+            seconds += time.perf_counter() - start - spent
+            compiling += spent
             steps += used
     curve.update(theta=theta.tolist(), final_loss=curve["loss"][-1])
+    if cfg.compile:
+        curve.update(compile_seconds=compiling, compile_fallback=runner.fallback)
     return CellResult(curve, steps, cfg.device)
 
 
@@ -195,7 +207,8 @@ def summarize(cfg: Config, rows: list[dict]) -> dict[str, dict]:
         out[m] = {"steps": [_quantiles([c["steps"][i] for c in curves])[1] for i in range(n)],
                   "seconds": [_quantiles([c["seconds"][i] for c in curves])[1] for i in range(n)],
                   "q25": [q[0] for q in loss], "median": [q[1] for q in loss],
-                  "q75": [q[2] for q in loss], "seeds": len(curves)}
+                  "q75": [q[2] for q in loss], "seeds": len(curves),
+                  "compile_seconds": _quantiles([c.get("compile_seconds", 0.0) for c in curves])[1]}
     return out
 
 
@@ -239,7 +252,9 @@ def plot(results: dict, directory: str | Path = "results", prefix: str = "compar
             f"every K = {cfg.truncation} steps) with N = {cfg.pairs} pairs/keys and sigma = "
             f"{cfg.sigma:g}; strategies (P = {cfg.popsize or 'default'}, initial step "
             f"{cfg.strategy_sigma or cfg.sigma:g}) evaluate each candidate on one full episode "
-            f"and report their mean.\n")
+            f"and report their mean."
+            + (" Steps ran through torch.compile; the wall time excludes compilation."
+               if cfg.compile else "") + "\n")
         paths.append(stem.with_suffix(".png"))
     return paths
 
@@ -248,11 +263,13 @@ def format_summary(results: dict) -> str:
     cfg, summary = results["config"], results["summary"]
     lines = [f"{cfg.system} ({cfg.regime}), budget {cfg.budget:,} steps, {cfg.seeds} seeds: "
              f"L(theta) at the start and the end (median [IQR])",
-             f"{'method':24s}{'start':>10s}{'final median':>14s}{'IQR':>22s}{'wall s':>9s}"]
+             f"{'method':24s}{'start':>10s}{'final median':>14s}{'IQR':>22s}{'wall s':>9s}"
+             + (f"{'compile s':>11s}" if cfg.compile else "")]
     for m, s in sorted(summary.items(), key=lambda kv: kv[1]["median"][-1]):
         iqr = f"[{s['q25'][-1]:.4g}, {s['q75'][-1]:.4g}]"
         lines.append(f"{m:24s}{s['median'][0]:10.4g}{s['median'][-1]:14.4g}{iqr:>22s}"
-                     f"{s['seconds'][-1]:9.1f}")
+                     f"{s['seconds'][-1]:9.1f}"
+                     + (f"{s['compile_seconds']:11.1f}" if cfg.compile else ""))
     return "\n".join(lines)
 
 
@@ -280,6 +297,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-episodes", type=int, default=None, help=f"default {d.eval_episodes}")
     p.add_argument("--out", default="results", help="results directory (default: results)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="run the system's step through torch.compile (estimators.rollout.compiled;"
+                        " eager fallback with a warning); wall times exclude compilation, which "
+                        "is reported apart")
     p.add_argument("--quick", action="store_true", help="small, fast settings (a smoke run)")
 
 
@@ -296,7 +317,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
              "optimizer": args.optimizer, "lr": args.lr, "checkpoints": args.checkpoints,
              "eval_episodes": args.eval_episodes}
     base = QUICK if args.quick else Config()
-    cfg = replace(base, system=system, regime=regime, device=args.device,
+    cfg = replace(base, system=system, regime=regime, device=args.device, compile=args.compile,
                   **{k: v for k, v in given.items() if v is not None})
     for name in ("budget", "seeds", "checkpoints", "eval_episodes"):
         if getattr(cfg, name) < 1:
