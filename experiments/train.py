@@ -314,6 +314,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     given = {"methods": tuple(args.methods) if args.methods else None, "budget": args.budget,
              "seeds": args.seeds, "horizon": args.horizon, "truncation": args.truncation,
              "sigma": args.sigma, "pairs": args.pairs, "popsize": args.popsize,
+             "strategy_sigma": args.strategy_sigma,
              "optimizer": args.optimizer, "lr": args.lr, "checkpoints": args.checkpoints,
              "eval_episodes": args.eval_episodes}
     base = QUICK if args.quick else Config()

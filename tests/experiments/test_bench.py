@@ -14,11 +14,11 @@ from experiments import bench
 
 
 def test_largest_step_tensor_of_disk_packing_is_the_pair_tensor():
-    """The size cap of the rollout table: one FIRE step's largest tensor is the [B, N, N, 2]
-    minimum-image displacement (float32), measured on 2 rows and scaled to B."""
+    """The size cap of the rollout table: one FIRE step's largest tensors are the [B, N, N]
+    pair terms (float32), measured on 2 rows and scaled to B."""
     system = systems.make("disk_packing", n_disks=16)
     for B in (2, 4096):
-        assert bench._state_bytes(system, B, "cpu") == B * 16 * 16 * 2 * 4
+        assert bench._state_bytes(system, B, "cpu") == B * 16 * 16 * 4
 
 
 def test_rollout_rate_and_estimate_seconds_at_smoke_sizes():

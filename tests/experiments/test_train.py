@@ -83,6 +83,30 @@ def test_compiled_curves_match_eager_and_report_compile_time(tmp_path, capsys):
     assert "compile s" in capsys.readouterr().out
 
 
+def test_every_config_option_of_the_command_line_reaches_the_config():
+    """Each `--option` named after a `Config` field sets that field (a flag that parses but is
+    dropped on the way would silently run the defaults)."""
+    parser = cli.build_parser()
+    fields = train.Config.__dataclass_fields__
+    values = {"methods": ["pes", "cmaes"], "budget": 1234, "seeds": 3, "regime": "regular",
+              "horizon": 30, "truncation": 5, "sigma": 0.2, "pairs": 4, "popsize": 6,
+              "strategy_sigma": 0.5, "optimizer": "sgd", "lr": 0.3, "checkpoints": 4,
+              "eval_episodes": 12, "device": "cpu", "compile": True}
+    options = {a.dest for a in parser._subparsers._group_actions[0].choices["compare"]._actions}
+    assert set(values) == (options & set(fields)) - {"system"}
+    argv = ["compare", "metz"]
+    for name, v in values.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if v is True else [flag, *map(str, v if isinstance(v, list) else [v])]
+    cfg = train.config_from_args(parser.parse_args(argv))
+    for name, v in values.items():
+        assert getattr(cfg, name) == (tuple(v) if isinstance(v, list) else v), name
+        if name != "device":  # cpu is the only device every machine has
+            assert getattr(cfg, name) != getattr(train.Config(), name), name
+    cmaes = [c for c in train.cells(cfg) if c.estimator == "cmaes"][0]
+    assert cmaes.params["sigma"] == 0.5
+
+
 @pytest.mark.slow
 def test_quick_compare_runs_in_under_three_minutes(tmp_path):
     start = time.perf_counter()

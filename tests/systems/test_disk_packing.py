@@ -54,6 +54,22 @@ def test_forces_are_minus_autograd_of_the_energy():
         assert (energy > 0).all()
 
 
+def test_blocked_pair_terms_equal_one_pass():
+    """Eager `energy_and_forces` takes rows in cache-sized blocks (32 rows at N = 128): 70 rows
+    in three blocks give the one-pass energies, forces and gradient w.r.t. the diameter."""
+    from systems.disk_packing import _pair_terms
+    system = DiskPacking(n_disks=128)
+    theta = torch.linspace(0.8, 1.4, 70, dtype=F64)[:, None].requires_grad_()
+    position = system.init_state(theta.detach(), torch.arange(70)).position
+    side, diameters = system.geometry(theta)
+    blocked, whole = energy_and_forces(position, side, diameters), _pair_terms(position, side, diameters)
+    for a, b in zip(blocked, whole):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-13)
+    g1, = torch.autograd.grad(blocked[0].sum(), theta, retain_graph=True)
+    g2, = torch.autograd.grad(whole[0].sum(), theta)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("loss", ["running", "final"])
 def test_gradient_matches_central_differences(loss):
     system = DiskPacking(n_disks=16, horizon=15, loss=loss)
