@@ -134,8 +134,7 @@ def bptt_peak_memory(T: int, checkpoint: int | None, device="cpu",
                      samples: int = 256) -> tuple[float, float]:
     """(peak bytes, bytes of tensors autograd keeps for the backward pass) of a fresh process
     doing one BPTT estimate. Peak: on CPU the process's RSS high-water mark (VmHWM, imports
-    included),
-    on CUDA torch.cuda.max_memory_allocated. The saved bytes are what checkpointing removes;
+    included), on CUDA torch.cuda.max_memory_allocated. The saved bytes are what checkpointing removes;
     the autograd graph's own nodes (non-reentrant checkpointing keeps them) are not in it."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(T),
