@@ -172,3 +172,63 @@ def test_bad_theta_and_non_systems_are_reported():
 def test_report_prints_one_line_per_check():
     text = str(check_system(Toy()))
     assert text.count("\n") == 7 and "=> differentiable" in text
+
+
+class EinsumInStep(Toy):
+    def step(self, theta, state, t, keys):
+        return torch.einsum("bi,ij->bj", state, torch.ones(3, 2, dtype=state.dtype)), state[:, 0]
+
+
+class InitParamsRaises(Toy):
+    def init_params(self, dtype=torch.float32, device=None):
+        raise ValueError("no parameters here")
+
+
+class NoParamDim(System):
+    """Toy without ``param_dim``: ``repr`` reads it too, and the report must still be built."""
+
+    horizon, state_dim = Toy.horizon, Toy.state_dim
+    init_params, init_state, noise, step = Toy.init_params, Toy.init_state, Toy.noise, Toy.step
+
+
+def _line_of(method, offset):
+    """The file line ``offset`` lines below a method's ``def``."""
+    return method.__code__.co_firstlineno + offset
+
+
+def test_an_exception_in_the_users_code_names_its_file_and_line():
+    report = check_system(Raises())
+    where = f"(at test_check.py:{_line_of(Raises.step, 1)} in step)"
+    assert report["shapes"].message == f"raised RuntimeError: boom {where}"
+    report = check_system(InitParamsRaises())
+    where = f"(at test_check.py:{_line_of(InitParamsRaises.init_params, 1)} in init_params)"
+    assert report["attributes"].message == f"raised ValueError: no parameters here {where}"
+
+
+def test_an_exception_inside_torch_names_the_users_line_that_called_it():
+    message = check_system(EinsumInStep())["shapes"].message
+    assert message.startswith("raised RuntimeError: ") and "\n" not in message
+    assert message.endswith(f"(at test_check.py:{_line_of(EinsumInStep.step, 1)} in step)")
+
+
+def test_every_report_lists_the_six_checks_and_says_why_one_was_skipped():
+    names = ["attributes", "shapes", "deterministic", "batch_independent", "finite", "gradient"]
+    for system in (Toy(), ScalarLoss(), InitParamsRaises(), NoParamDim(), NaNAtTheta(),
+                   Declared(), BatchCoupled()):
+        assert [c.name for c in check_system(system).checks] == names
+    report = check_system(NoParamDim())
+    assert report.system == "NoParamDim"
+    assert "param_dim must be an int" in report["attributes"].message
+    assert all(report[n].message == "not run: attributes failed" for n in names[1:])
+    assert report.reason == "the gradient could not be checked (attributes failed)"
+
+
+@pytest.mark.parametrize("cls, gradient, reason", [
+    (NaNAtTheta, "not run: finite failed", "the gradient could not be checked (finite failed)"),
+    (BatchCoupled, "not run: the contract failed", "the contract failed: batch_independent"),
+    (Declared, "not run: the system declares differentiable = False",
+     "the system declares differentiable = False"),
+])
+def test_the_gradient_check_runs_only_after_what_it_needs(cls, gradient, reason):
+    report = check_system(cls())
+    assert report["gradient"].message == gradient and report.reason == reason
