@@ -6,6 +6,7 @@
     >>> cma = estimators.make("cmaes", sigma=0.1)   # ask/tell strategies share the registry
 """
 from .antithetic_es import AntitheticES, antithetic_samples
+from .autograd import unrolled_loss
 from .base import Estimate, Estimator, finite_estimate
 from .bptt import BPTT, BPTTState, pathwise_samples
 from .mixed import Mixed, MixedState, mixed_samples, mixing_weight
@@ -24,4 +25,5 @@ __all__ = [
     "antithetic_samples", "pes_samples", "pathwise_samples",
     "Mixed", "MixedState", "mixing_weight", "mixed_samples",
     "Strategy", "CMAES", "Evosax", "Nevergrad", "strategies", "is_strategy",
+    "unrolled_loss",
 ]
