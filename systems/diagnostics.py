@@ -28,6 +28,7 @@ from torch import Tensor
 from . import noise
 from .base import System
 from .tree import tree_leaves, tree_map
+from .validation import check_int
 
 __all__ = ["LyapunovExponents", "GradientGrowth", "lyapunov_exponents", "jacobian_eigenvalues",
            "gradient_growth_rate"]
@@ -71,12 +72,6 @@ class GradientGrowth(NamedTuple):
     slope: float
     intercept: float
     nonfinite: Tensor
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 def _rows(system: System, theta: Tensor, b: int) -> Tensor:
@@ -195,14 +190,14 @@ def lyapunov_exponents(system: System, theta: Tensor, *, steps: int, burn_in: in
                                  steps=1000, trajectories=64)
         res.per_step  # ~ tensor([0.6931]) = ln 2
     """
-    steps, burn_in = _check_int("steps", steps, 1), _check_int("burn_in", burn_in, 0)
-    b = _check_int("trajectories", trajectories, 1)
+    steps, burn_in = check_int("steps", steps, 1), check_int("burn_in", burn_in, 0)
+    b = check_int("trajectories", trajectories, 1)
     rows = _rows(system, theta, b)
     keys = _keys(seed, b, rows.device)
     with torch.no_grad():
         state = system.init_state(rows, keys)
     n = _flatten_state(state).shape[1]
-    if not 1 <= _check_int("k", k, 1) <= n:
+    if not 1 <= check_int("k", k, 1) <= n:
         raise ValueError(f"k must be in [1, {n}] (floating state coordinates), got {k}")
     frame = noise.normal(keys, 0, stream=_DIAG, shape=(n, k), dtype=rows.dtype)
     q = torch.linalg.householder_product(*torch.geqrf(frame))
@@ -246,7 +241,7 @@ def jacobian_eigenvalues(system: System, theta: Tensor, *, t: int, seed: int = 0
         lam = jacobian_eigenvalues(LinearQuadratic(spectral_radius=0.9), torch.zeros(3), t=5)
         lam.abs()  # all 0.9
     """
-    t, b = _check_int("t", t, 0), _check_int("trajectories", trajectories, 1)
+    t, b = check_int("t", t, 0), check_int("trajectories", trajectories, 1)
     rows = _rows(system, theta, b)
     keys = _keys(seed, b, rows.device)
     with torch.no_grad():
@@ -292,10 +287,10 @@ def gradient_growth_rate(system: System, theta: Tensor, *, horizons: Sequence[in
     """
     if not getattr(system, "differentiable", True):
         raise ValueError(f"{system!r} is not differentiable: no pathwise gradient")
-    hs = [_check_int("horizon", h, 1) for h in horizons]
+    hs = [check_int("horizon", h, 1) for h in horizons]
     if len(set(hs)) < 2:
         raise ValueError(f"need at least two distinct horizons, got {list(horizons)}")
-    n = _check_int("samples", samples, 2)
+    n = check_int("samples", samples, 2)
     rows = _rows(system, theta, n).requires_grad_()
     keys = _keys(seed, n, rows.device)
     grads = {}

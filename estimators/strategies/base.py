@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..base import _check_int, _check_sigma
+from systems.validation import check_int, check_sigma
 
 __all__ = ["Strategy", "default_popsize", "isolated_numpy_rng"]
 
@@ -65,8 +65,8 @@ class Strategy(abc.ABC):
     antithetic = False   # True where P must be even (mirrored halves)
 
     def __init__(self, sigma: float = 0.1, popsize: int | None = None):
-        self.sigma = _check_sigma(sigma, allow_zero=False)
-        self.popsize = None if popsize is None else _check_int("popsize", popsize, low=2)
+        self.sigma = check_sigma(sigma, allow_zero=False)
+        self.popsize = None if popsize is None else check_int("popsize", popsize, low=2)
         if self.antithetic and self.popsize is not None and self.popsize % 2:
             raise ValueError(f"popsize must be even for {type(self).__name__}, got {self.popsize}")
         self._started = False
@@ -103,7 +103,7 @@ class Strategy(abc.ABC):
             raise TypeError(f"theta must be a 1-D floating torch.Tensor, got {theta!r:.60}")
         if not bool(torch.isfinite(theta).all()):
             raise ValueError("theta contains NaN or inf")
-        seed = _check_int("seed", seed, low=0)
+        seed = check_int("seed", seed, low=0)
         self.dim, self.dtype, self.device = theta.shape[0], theta.dtype, theta.device
         self.P = self.popsize or default_popsize(self.dim, even=self.antithetic)
         self.generation, self.best_fitness, self._pending = 0, math.inf, False

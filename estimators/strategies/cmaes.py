@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..base import _check_int
+from systems.validation import check_int
+
 from ..registry import register
 from .base import Strategy, isolated_numpy_rng
 
@@ -37,7 +38,7 @@ class CMAES(Strategy):
     def __init__(self, sigma: float = 0.1, popsize: int | None = None,
                  diagonal_above: int = 1000, options: dict | None = None):
         super().__init__(sigma, popsize)
-        self.diagonal_above = _check_int("diagonal_above", diagonal_above, low=0)
+        self.diagonal_above = check_int("diagonal_above", diagonal_above, low=0)
         self.options = dict(options or {})
 
     def _start(self, theta: Tensor, popsize: int, seed: int) -> None:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..base import _check_int
+from systems.validation import check_int
+
 from .base import Strategy, isolated_numpy_rng
 
 __all__ = ["Nevergrad"]
@@ -64,7 +65,7 @@ class Nevergrad(Strategy):
                              "TBPSA, NGOpt, TwoPointsDE (see nevergrad.optimizers.registry)")
         super().__init__(sigma, popsize)
         self.optimizer = name
-        self.budget = None if budget is None else _check_int("budget", budget)
+        self.budget = None if budget is None else check_int("budget", budget)
 
     def _start(self, theta: Tensor, popsize: int, seed: int) -> None:
         import nevergrad as ng
