@@ -5,7 +5,7 @@
     >>> est = estimators.make("pes", sigma=0.01, truncation=10, pairs=64)
     >>> cma = estimators.make("cmaes", sigma=0.1)   # ask/tell strategies share the registry
 """
-from .antithetic_es import AntitheticES, antithetic_samples
+from .antithetic_es import AntitheticES, AntitheticESState, antithetic_samples
 from .autograd import unrolled_loss
 from .base import Estimate, Estimator, finite_estimate
 from .bptt import BPTT, BPTTState, pathwise_samples
@@ -20,7 +20,8 @@ from .truncated_es import TruncatedES, TruncatedESState
 
 __all__ = [
     "Estimate", "Estimator", "finite_estimate", "make", "available", "register", "ESTIMATORS",
-    "BPTT", "BPTTState", "TruncatedBPTT", "TruncatedBPTTState", "AntitheticES", "TruncatedES",
+    "BPTT", "BPTTState", "TruncatedBPTT", "TruncatedBPTTState", "AntitheticES",
+    "AntitheticESState", "TruncatedES",
     "TruncatedESState", "OnlineES", "PES", "PESState", "NRES", "NRESState",
     "antithetic_samples", "pes_samples", "pathwise_samples",
     "Mixed", "MixedState", "mixing_weight", "mixed_samples",

@@ -7,17 +7,29 @@ the episode key (common random numbers), which removes the system noise from the
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
 from systems import System
 
-from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate, perturbations
-from .bptt import BPTTState
+from .base import Estimate, Estimator, finite_estimate
+from .full_horizon import full_unroll
 from .registry import register
-from .rollout import unroll
 
-__all__ = ["AntitheticES", "antithetic_samples"]
+__all__ = ["AntitheticES", "AntitheticESState", "antithetic_samples"]
+
+
+class AntitheticESState(NamedTuple):
+    """State of `AntitheticES` between calls: the seed, the call counter (each call uses fresh
+    perturbations and keys) and the pairs it holds (population indices ``particle`` ``[N]`` and
+    the population size)."""
+
+    seed: Tensor        # int64 scalar
+    count: Tensor       # int64 scalar, calls so far
+    particle: Tensor    # [N] int64 population indices of the pairs
+    population: Tensor  # int64 scalar, pairs in the whole population
 
 
 def antithetic_samples(loss_pos: Tensor, loss_neg: Tensor, eps: Tensor, sigma: float) -> Tensor:
@@ -34,36 +46,26 @@ def antithetic_samples(loss_pos: Tensor, loss_neg: Tensor, eps: Tensor, sigma: f
     return eps * ((loss_pos - loss_neg) / (2.0 * sigma)).unsqueeze(-1)
 
 
-def antithetic_rows(theta: Tensor, eps: Tensor, sigma: float) -> Tensor:
-    """``[2N, D]``: theta + sigma eps stacked over theta - sigma eps."""
-    return torch.cat([theta + sigma * eps, theta - sigma * eps])
-
-
 @register("antithetic_es")
 class AntitheticES(Estimator):
     """Antithetic ES on full unrolls; unbiased for grad L_sigma, no backprop."""
 
     def __init__(self, pairs: int = 8, sigma: float = 0.1, horizon: int | None = None):
-        super().__init__(horizon=horizon)
-        self.pairs = _check_int("pairs", pairs)
-        self.sigma = _check_sigma(sigma, allow_zero=False)
+        super().__init__(horizon=horizon, pairs=pairs, sigma=sigma)
 
-    def init(self, system: System, theta: Tensor, *, seed: int) -> BPTTState:
-        theta = self.check(system, theta)
-        zero = torch.zeros((), dtype=torch.int64, device=theta.device)
-        return BPTTState(self.seed_tensor(seed, theta), zero)
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None) -> AntitheticESState:
+        seed, particle, population = self.identity(self.check(system, theta), seed, offset,
+                                                   population)
+        return AntitheticESState(seed, torch.zeros_like(seed), particle, population)
 
-    @torch.no_grad()
-    def estimate(self, system: System, theta: Tensor, state: BPTTState) -> tuple[Estimate, BPTTState]:
+    def estimate(self, system: System, theta: Tensor,
+                 state: AntitheticESState) -> tuple[Estimate, AntitheticESState]:
         theta = self.check(system, theta)
-        T, N = self.horizon_for(system), self.pairs
-        particle = torch.arange(N, device=theta.device).repeat(2)
-        keys = episode_keys(state.seed, particle, state.count.expand(2 * N))
-        eps = perturbations(state.seed, particle[:N], state.count, system.param_dim, theta.dtype)
-        rows = antithetic_rows(theta, eps, self.sigma)
-        seg = unroll(system, rows, system.init_state(rows, keys), torch.zeros_like(particle),
-                     state.count.expand(2 * N), lambda _: keys, T, T)
-        loss_pos, loss_neg = (seg.loss_pre / T).chunk(2)
-        samples = antithetic_samples(loss_pos, loss_neg, eps, self.sigma)
-        est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), 2 * N * T)
+        self.particles(state)
+        run = full_unroll(system, theta, state, self.sigma, self.horizon_for(system),
+                          antithetic=True)
+        loss_pos, loss_neg = run.losses.chunk(2)
+        samples = antithetic_samples(loss_pos, loss_neg, run.eps, self.sigma)
+        est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), run.steps)
         return est, state._replace(count=state.count + 1)

@@ -1,44 +1,29 @@
-"""The Estimator contract, the Estimate it returns, input validation and the non-finite rule."""
+"""The Estimator contract, the Estimate it returns, particle identity and the non-finite rule.
+
+Particle identity travels with the state. Every estimator state records its ``seed``, the
+population indices ``particle`` ``[n]`` of the particles it holds (``offset .. offset + n - 1``)
+and the ``population`` size, all set by `Estimator.init`. Episode keys, perturbations and stagger
+offsets are pure functions of these, so a contiguous block of a population (a shard on another
+process, see `estimators.distributed`) is an ordinary state, and its samples are exactly those
+rows of the single-process estimate.
+"""
 from __future__ import annotations
 
 import abc
-import contextlib
-import contextvars
 import math
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from systems import System, noise
+from systems.validation import check_int, check_sigma
 
 __all__ = ["Estimate", "Estimator", "finite_estimate", "episode_keys", "perturbations",
-           "particle_block"]
+           "block_of"]
 
 # Streams of the estimators' own noise (systems use small stream numbers with episode keys).
 _PERTURB = 0x5EED
-
-# (offset, total) of the block of particles the current estimator call simulates; (0, None)
-# outside `particle_block`. Internal: lets a shard of a population (estimators.distributed)
-# reproduce exactly the keys, perturbations and stagger offsets its particles have in the
-# single-process run, without a hyper-parameter on every estimator.
-_BLOCK: contextvars.ContextVar[tuple[int, int | None]] = contextvars.ContextVar(
-    "particle_block", default=(0, None))
-
-
-@contextlib.contextmanager
-def particle_block(offset: int, total: int) -> Iterator[None]:
-    """Make estimator calls inside act as particles ``offset .. offset + n - 1`` of ``total``.
-
-    Inside the block, particle index i of an estimator with n particles derives its episode
-    keys and perturbations as particle ``offset + i``, and staggered offsets are spread over
-    ``total`` particles; so contiguous shards of a population reproduce the single-process run.
-    """
-    token = _BLOCK.set((int(offset), int(total)))
-    try:
-        yield
-    finally:
-        _BLOCK.reset(token)
 
 
 class Estimate(NamedTuple):
@@ -90,41 +75,39 @@ def finite_estimate(samples: Tensor, losses: Tensor, steps: int) -> Estimate:
 
 
 def episode_keys(seed: Tensor, particle: Tensor, episode: Tensor) -> Tensor:
-    """Episode keys ``[B]`` as a pure function of (seed, particle index, episode counter)."""
-    particle = particle + _BLOCK.get()[0]
+    """Episode keys ``[B]`` as a pure function of (seed, population index, episode counter).
+
+    ``particle`` holds population indices (a state's ``particle``, repeated for the two members
+    of antithetic pairs), so particle i of a block draws the keys of particle i of the population.
+    """
     return noise.fold(seed.expand(particle.shape), particle, episode)
 
 
 def perturbations(seed: Tensor, particle: Tensor, counter: Tensor | int, dim: int,
                   dtype: torch.dtype) -> Tensor:
-    """Gaussian perturbation directions eps ``[B, dim]`` for (seed, particle, counter)."""
-    particle = particle + _BLOCK.get()[0]
+    """Gaussian perturbation directions eps ``[B, dim]`` for (seed, population index, counter)."""
     keys = noise.fold(seed.expand(particle.shape), particle, _PERTURB)
     return noise.normal(keys, counter, stream=_PERTURB, shape=(dim,), dtype=dtype)
 
 
-def _check_int(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
+def block_of(state: Any) -> tuple[int, int, int]:
+    """``(offset, n, population)`` of the particles a state holds (one host read).
 
-
-def _check_sigma(sigma: Any, allow_zero: bool) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise TypeError(f"sigma must be a float, got {type(sigma).__name__}")
-    sigma = float(sigma)
-    if not math.isfinite(sigma) or sigma < 0 or (sigma == 0 and not allow_zero):
-        raise ValueError(f"sigma must be {'>= 0' if allow_zero else '> 0'} and finite, got {sigma}")
-    return sigma
+    The state holds particles ``offset .. offset + n - 1`` of a population of ``population``.
+    """
+    n = state.particle.shape[0]
+    offset = int(state.particle[0]) if n else 0
+    return offset, n, int(state.population)
 
 
 class Estimator(abc.ABC):
     """A gradient estimator for ``L(theta)`` of a `System`.
 
     Hyper-parameters are validated in the constructor and not changed afterwards; everything
-    that changes between calls lives in the state returned by `init` and `estimate`.
+    that changes between calls lives in the state returned by `init` and `estimate`. The
+    constructor validates the shared hyper-parameters it is given (``pairs`` or ``samples``: the
+    n particles of one estimate, ``sigma``, ``truncation``, ``horizon``, ``stagger``); a name
+    that is not given is not an attribute of the estimator.
 
     Example::
 
@@ -137,16 +120,34 @@ class Estimator(abc.ABC):
     name: str = ""
     online: bool = False  # True for estimators that advance `truncation` steps per call
     needs_grad: bool = False  # True for pathwise estimators
+    particles_attr: str = "pairs"  # the hyper-parameter that holds n ("pairs" or "samples")
+    min_particles: int = 1  # smallest n
+    sigma_may_be_zero: bool = False  # sigma = 0 allowed (pathwise estimators: no smoothing)
+    separable: bool = True  # a block's samples are those rows of the population's estimate
 
-    def __init__(self, *, horizon: int | None = None, truncation: int | None = None):
-        self.horizon = None if horizon is None else _check_int("horizon", horizon)
-        self.truncation = None if truncation is None else _check_int("truncation", truncation)
+    def __init__(self, *, horizon: int | None = None, truncation: int | None = None,
+                 pairs: int | None = None, samples: int | None = None,
+                 sigma: float | None = None, stagger: bool | None = None):
+        self.horizon = None if horizon is None else check_int("horizon", horizon)
+        self.truncation = None if truncation is None else check_int("truncation", truncation)
         if self.horizon is not None and self.truncation is not None and self.truncation > self.horizon:
             raise ValueError(f"truncation K={self.truncation} exceeds horizon T={self.horizon}")
+        for attr, value in (("pairs", pairs), ("samples", samples)):
+            if value is not None:
+                setattr(self, attr, check_int(attr, value, low=self.min_particles))
+        if sigma is not None:
+            self.sigma = check_sigma(sigma, allow_zero=self.sigma_may_be_zero)
+        if stagger is not None:
+            self.stagger = bool(stagger)
 
     @abc.abstractmethod
-    def init(self, system: System, theta: Tensor, *, seed: int) -> Any:
-        """The state before the first call; runs staggered burn-in for online estimators."""
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None) -> Any:
+        """The state before the first call; runs staggered burn-in for online estimators.
+
+        The state holds this estimator's n particles as particles ``offset .. offset + n - 1``
+        of a population of ``population`` (default ``offset + n``: the whole population).
+        """
 
     @abc.abstractmethod
     def estimate(self, system: System, theta: Tensor, state: Any) -> tuple[Estimate, Any]:
@@ -179,7 +180,40 @@ class Estimator(abc.ABC):
 
     def seed_tensor(self, seed: Any, theta: Tensor) -> Tensor:
         """The seed as an int64 scalar on theta's device (TypeError for a non-int)."""
-        return torch.tensor(_check_int("seed", seed, low=0), dtype=torch.int64, device=theta.device)
+        return torch.tensor(check_int("seed", seed, low=0), dtype=torch.int64, device=theta.device)
+
+    def identity(self, theta: Tensor, seed: Any, offset: Any = 0,
+                 population: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(seed, particle, population)`` of a new state, int64 on theta's device.
+
+        ``particle`` ``[n]`` is ``offset .. offset + n - 1`` for this estimator's n particles;
+        ``population`` defaults to ``offset + n``. ValueError/TypeError naming a bad value.
+        """
+        n = getattr(self, self.particles_attr)
+        offset = check_int("offset", offset, low=0)
+        population = offset + n if population is None else check_int("population", population)
+        if offset + n > population:
+            raise ValueError(f"particles {offset}..{offset + n - 1} ({self.particles_attr}={n} "
+                             f"from offset={offset}) do not fit in population={population}")
+        device = theta.device
+        return (self.seed_tensor(seed, theta),
+                torch.arange(offset, offset + n, dtype=torch.int64, device=device),
+                torch.tensor(population, dtype=torch.int64, device=device))
+
+    def particles(self, state: Any) -> Tensor:
+        """The population indices ``[n]`` of ``state``'s particles.
+
+        Raises ValueError when the state holds another number of particles than this
+        estimator's n: a block's state is stepped by the estimator of that block only.
+        """
+        n = getattr(self, self.particles_attr)
+        if state.particle.shape[0] != n:
+            offset, held, population = block_of(state)
+            raise ValueError(f"the state holds particles {offset}..{offset + held - 1} of a "
+                             f"population of {population}, but this {type(self).__name__} has "
+                             f"{self.particles_attr}={n}: step a state with an estimator of "
+                             "its own block")
+        return state.particle
 
     def __repr__(self) -> str:
         hp = {k: v for k, v in vars(self).items() if v is not None}

@@ -7,11 +7,14 @@
 Each of W stateful actors owns a contiguous block of particles (antithetic pairs, or BPTT's
 samples) for its whole life: both members of a pair live on the same actor, and the persistent
 states of PES/NRES stay on their actor across windows (only theta goes out and only the block's
-per-pair samples come back). A shard runs the unchanged estimator on its n_w particles inside
-`estimators.base.particle_block`, so particle i of the shard draws the episode keys,
-perturbations and stagger offset of particle offset_w + i of the full population: the combined
-samples are those of the single-process run, in the same order (equal up to floating-point
-rounding of batched kernels, which may differ with the batch size).
+per-pair samples come back). A shard runs the unchanged estimator on its n_w particles from a
+state made by ``init(..., offset=offset_w, population=N)``: the state records that it holds
+particles offset_w .. offset_w + n_w - 1, so particle i of the shard draws the episode keys,
+perturbations and stagger offset of particle offset_w + i of the full population, and the
+combined samples are those of the single-process run, in the same order (equal up to
+floating-point rounding of batched kernels, which may differ with the batch size). Each shard
+checks that the state it steps is its own block. Estimators whose samples depend on the whole
+population (`Mixed` with a measured alpha: ``separable`` is False) are refused.
 
 `ShardedRollouts` does the same for ask/tell strategies: the P candidates' episode losses are
 computed in blocks (mirrored halves of antithetic strategies kept together).
@@ -30,7 +33,7 @@ from torch import Tensor
 
 from systems import System
 
-from .base import Estimate, Estimator, particle_block
+from .base import Estimate, Estimator, block_of
 
 __all__ = ["ShardedEstimator", "ShardedState", "ShardedRollouts", "shard_bounds", "combine",
            "connect"]
@@ -56,9 +59,9 @@ def shard_bounds(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 def _population_attr(estimator: Estimator) -> str:
-    for attr in ("pairs", "samples"):
-        if isinstance(getattr(estimator, attr, None), int):
-            return attr
+    attr = estimator.particles_attr
+    if isinstance(getattr(estimator, attr, None), int):
+        return attr
     raise TypeError(f"{type(estimator).__name__} has no population (pairs or samples) to shard")
 
 
@@ -71,12 +74,18 @@ class _Shard:
         self.offset, self.total, self.state = offset, total, None
 
     def init(self, theta: Tensor, seed: int) -> None:
-        with particle_block(self.offset, self.total):
-            self.state = self.estimator.init(self.system, theta, seed=seed)
+        self.state = self.estimator.init(self.system, theta, seed=seed, offset=self.offset,
+                                         population=self.total)
 
     def estimate(self, theta: Tensor) -> Estimate:
-        with particle_block(self.offset, self.total):
-            est, self.state = self.estimator.estimate(self.system, theta, self.state)
+        n = getattr(self.estimator, self.estimator.particles_attr)
+        block = block_of(self.state)
+        if block != (self.offset, n, self.total):
+            offset, held, total = block
+            raise ValueError(f"the state holds particles {offset}..{offset + held - 1} of "
+                             f"{total}, but this shard holds {self.offset}.."
+                             f"{self.offset + n - 1} of {self.total}")
+        est, self.state = self.estimator.estimate(self.system, theta, self.state)
         return est
 
     def losses(self, rows: Tensor, keys: Tensor, horizon: int) -> Tensor:
@@ -127,6 +136,9 @@ class ShardedEstimator(Estimator):
     def __init__(self, estimator: Estimator, workers: int = 2, *, address: str | None = None):
         if not isinstance(estimator, Estimator):
             raise TypeError(f"estimator must be an Estimator, got {type(estimator).__name__}")
+        if not estimator.separable:
+            raise ValueError(f"{estimator!r} cannot be sharded: its samples depend on every "
+                             "particle of the population (give Mixed a fixed alpha)")
         super().__init__(horizon=estimator.horizon, truncation=estimator.truncation)
         self.estimator, self.workers, self.address = estimator, int(workers), address
         self.attr = _population_attr(estimator)

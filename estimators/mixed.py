@@ -37,11 +37,10 @@ from torch import Tensor
 
 from systems import System
 
-from .antithetic_es import antithetic_rows, antithetic_samples
-from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate, perturbations
-from .bptt import pathwise_samples
+from .antithetic_es import antithetic_samples
+from .base import Estimate, Estimator, finite_estimate
+from .full_horizon import full_unroll
 from .registry import register
-from .rollout import unroll
 
 __all__ = ["Mixed", "MixedState", "mixing_weight", "mixed_samples"]
 
@@ -49,11 +48,14 @@ _BIAS_Z = 3.0  # standard deviations of the chi^2 statistic beyond which the pat
 
 
 class MixedState(NamedTuple):
-    """State of `Mixed` between calls: the seed, the call counter and the last alpha."""
+    """State of `Mixed` between calls: the seed, the call counter, the last alpha and the pairs
+    it holds (population indices ``particle`` ``[N]`` and the population size)."""
 
-    seed: Tensor   # int64 scalar
-    count: Tensor  # int64 scalar, calls so far
-    alpha: Tensor  # scalar weight of the pathwise part in the last estimate (NaN before)
+    seed: Tensor        # int64 scalar
+    count: Tensor       # int64 scalar, calls so far
+    alpha: Tensor       # scalar weight of the pathwise part in the last estimate (NaN before)
+    particle: Tensor    # [N] int64 population indices of the pairs
+    population: Tensor  # int64 scalar, pairs in the whole population
 
 
 def mixing_weight(pathwise: Tensor, es: Tensor, bias_test: bool = False) -> Tensor:
@@ -96,47 +98,50 @@ def mixed_samples(pathwise: Tensor, es: Tensor, alpha: Tensor) -> Tensor:
 
 @register("mixed")
 class Mixed(Estimator):
-    """Inverse-variance mix of pathwise and antithetic ES gradients from the same unrolls (AoBG)."""
+    """Inverse-variance mix of pathwise and antithetic ES gradients from the same unrolls (AoBG).
+
+    With a measured alpha (the default) the weight depends on every pair of the estimate, so a
+    block of pairs is not a block of the population's samples (``separable`` is False).
+    """
+
+    min_particles = 2  # alpha needs a variance: two pairs at least
 
     def __init__(self, pairs: int = 8, sigma: float = 0.1, horizon: int | None = None,
                  bias_test: bool = False, alpha: float | None = None):
-        super().__init__(horizon=horizon)
         if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
                                   or not 0.0 <= alpha <= 1.0):
             raise ValueError(f"alpha must be None (measured) or a float in [0, 1], got {alpha!r}")
+        super().__init__(horizon=horizon, pairs=pairs, sigma=sigma)
         self.alpha = None if alpha is None else float(alpha)
-        self.pairs = _check_int("pairs", pairs, low=2)  # alpha needs a variance: two pairs at least
-        self.sigma = _check_sigma(sigma, allow_zero=False)
         self.bias_test = bool(bias_test)
 
-    def init(self, system: System, theta: Tensor, *, seed: int) -> MixedState:
-        theta = self.check(system, theta)
-        zero = torch.zeros((), dtype=torch.int64, device=theta.device)
-        return MixedState(self.seed_tensor(seed, theta), zero,
-                          torch.full((), math.nan, dtype=theta.dtype, device=theta.device))
+    @property
+    def separable(self) -> bool:
+        """Whether blocks of pairs compose to the population's estimate (only with a fixed alpha)."""
+        return self.alpha is not None
+
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None) -> MixedState:
+        seed, particle, population = self.identity(self.check(system, theta), seed, offset,
+                                                   population)
+        return MixedState(seed, torch.zeros_like(seed),
+                          torch.full((), math.nan, dtype=theta.dtype, device=theta.device),
+                          particle, population)
 
     def estimate(self, system: System, theta: Tensor, state: MixedState) -> tuple[Estimate, MixedState]:
         theta = self.check(system, theta)
-        T, N = self.horizon_for(system), self.pairs
-        particle = torch.arange(N, device=theta.device).repeat(2)
-        keys = episode_keys(state.seed, particle, state.count.expand(2 * N))
-        eps = perturbations(state.seed, particle[:N], state.count, system.param_dim, theta.dtype)
-        pathwise_ok = system.differentiable
-        rows = antithetic_rows(theta, eps, self.sigma).requires_grad_(pathwise_ok)
-        with torch.set_grad_enabled(pathwise_ok):
-            seg = unroll(system, rows, system.init_state(rows, keys), torch.zeros_like(particle),
-                         state.count.expand(2 * N), lambda _: keys, T, T)
-            losses = seg.loss_pre / T
-            grads = pathwise_samples(losses, rows).detach() if pathwise_ok else None
-        losses = losses.detach()
-        loss_pos, loss_neg = losses.chunk(2)
-        es = antithetic_samples(loss_pos, loss_neg, eps, self.sigma)
-        if pathwise_ok:
-            pathwise = 0.5 * (grads[:N] + grads[N:])
+        self.particles(state)
+        run = full_unroll(system, theta, state, self.sigma, self.horizon_for(system),
+                          antithetic=True, pathwise=system.differentiable)
+        loss_pos, loss_neg = run.losses.chunk(2)
+        es = antithetic_samples(loss_pos, loss_neg, run.eps, self.sigma)
+        if run.grads is not None:
+            n = es.shape[0]
+            pathwise = 0.5 * (run.grads[:n] + run.grads[n:])
             alpha = (mixing_weight(pathwise, es, self.bias_test) if self.alpha is None
                      else es.new_full((), self.alpha))
             samples = mixed_samples(pathwise, es, alpha)
         else:
             alpha, samples = es.new_zeros(()), es
-        est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), 2 * N * T)
-        return est, MixedState(state.seed, state.count + 1, alpha.to(theta.dtype))
+        est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), run.steps)
+        return est, state._replace(count=state.count + 1, alpha=alpha.to(theta.dtype))

@@ -26,13 +26,16 @@ __all__ = ["NRES", "NRESState"]
 
 class NRESState(NamedTuple):
     """State of `NRES`: the 2N member states (+ then -), step index ``t`` ``[N]`` and episode
-    counter ``[N]`` per pair (which selects the episode's eps), the seed and the window count."""
+    counter ``[N]`` per pair (which selects the episode's eps), the seed, the window count and
+    the pairs it holds (population indices ``particle`` ``[N]`` and the population size)."""
 
-    system: Any      # 2N states: the + members, then the - members
-    t: Tensor        # [N]
-    episode: Tensor  # [N] episode counter (selects the episode's eps)
+    system: Any         # 2N states: the + members, then the - members
+    t: Tensor           # [N]
+    episode: Tensor     # [N] episode counter (selects the episode's eps)
     seed: Tensor
-    count: Tensor    # windows so far
+    count: Tensor       # windows so far
+    particle: Tensor    # [N] int64 population indices of the pairs
+    population: Tensor  # int64 scalar, pairs in the whole population
 
 
 @register("nres")
@@ -42,9 +45,11 @@ class NRES(OnlineES):
     def burn_in_directions(self, seed, particle, dim, dtype) -> Tensor:
         return perturbations(seed, particle, 0, dim, dtype)
 
-    def new_state(self, seg: Segment, seed: Tensor, eps: Tensor, offsets: Tensor) -> NRESState:
+    def new_state(self, seg: Segment, eps: Tensor, offsets: Tensor, identity) -> NRESState:
+        seed, particle, population = identity
         n = offsets.shape[0]
-        return NRESState(seg.state, seg.t[:n], seg.episode[:n], seed, torch.zeros_like(seed))
+        return NRESState(seg.state, seg.t[:n], seg.episode[:n], seed, torch.zeros_like(seed),
+                         particle, population)
 
     def directions(self, state: NRESState, particle, dim, dtype) -> Directions:
         eps = perturbations(state.seed, particle, state.episode, dim, dtype)
@@ -53,4 +58,5 @@ class NRES(OnlineES):
 
     def next_state(self, state: NRESState, seg: Segment, dirs: Directions) -> NRESState:
         n = state.t.shape[0]
-        return NRESState(seg.state, seg.t[:n], seg.episode[:n], state.seed, state.count + 1)
+        return state._replace(system=seg.state, t=seg.t[:n], episode=seg.episode[:n],
+                              count=state.count + 1)

@@ -20,9 +20,9 @@ from torch import Tensor
 
 from systems import System
 
-from .antithetic_es import antithetic_rows, antithetic_samples
-from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate
-from .rollout import Segment, stagger_offsets, start_episodes, unroll
+from .antithetic_es import antithetic_samples
+from .base import Estimate, Estimator, episode_keys, finite_estimate
+from .rollout import Segment, antithetic_rows, stagger_offsets, start_episodes, unroll
 
 __all__ = ["OnlineES", "Directions", "split_window_samples"]
 
@@ -50,55 +50,58 @@ class OnlineES(Estimator):
 
     def __init__(self, truncation: int = 10, pairs: int = 8, sigma: float = 0.1,
                  horizon: int | None = None, stagger: bool = False):
-        super().__init__(horizon=horizon, truncation=truncation)
-        self.pairs = _check_int("pairs", pairs)
-        self.sigma = _check_sigma(sigma, allow_zero=False)
-        self.stagger = bool(stagger)
+        super().__init__(horizon=horizon, truncation=truncation, pairs=pairs, sigma=sigma,
+                         stagger=stagger)
 
     @abc.abstractmethod
     def burn_in_directions(self, seed: Tensor, particle: Tensor, dim: int, dtype) -> Tensor:
         """``[N, D]`` perturbation applied during the staggered burn-in."""
 
     @abc.abstractmethod
-    def new_state(self, seg: Segment, seed: Tensor, eps: Tensor, offsets: Tensor) -> Any:
-        """The state after `init` (``seg`` covers the 2N rows, ``eps`` the burn-in directions)."""
+    def new_state(self, seg: Segment, eps: Tensor, offsets: Tensor,
+                  identity: tuple[Tensor, Tensor, Tensor]) -> Any:
+        """The state after `init` (``seg`` covers the 2N rows, ``eps`` the burn-in directions,
+        ``identity`` is ``(seed, particle, population)``)."""
 
     @abc.abstractmethod
     def directions(self, state: Any, particle: Tensor, dim: int, dtype) -> Directions:
-        """This window's perturbations and weights."""
+        """This window's perturbations and weights (``particle``: population indices ``[N]``)."""
 
     @abc.abstractmethod
     def next_state(self, state: Any, seg: Segment, dirs: Directions) -> Any:
         """The state after a window (``seg`` covers the 2N rows)."""
 
-    def _keys(self, seed: Tensor, n: int):
-        pair = torch.arange(n, device=seed.device).repeat(2)
+    @staticmethod
+    def _keys(seed: Tensor, particle: Tensor):
+        pair = particle.repeat(2)
         return lambda episode: episode_keys(seed, pair, episode)
 
-    def init(self, system: System, theta: Tensor, *, seed: int):
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None):
         theta = self.check(system, theta)
-        T, N = self.horizon_for(system), self.pairs
-        seed_t = self.seed_tensor(seed, theta)
-        particle = torch.arange(N, device=theta.device)
-        eps = self.burn_in_directions(seed_t, particle, system.param_dim, theta.dtype)
-        offsets = stagger_offsets(N, T, self.stagger, theta.device)
+        T = self.horizon_for(system)
+        identity = self.identity(theta, seed, offset, population)
+        seed, particle, population = identity
+        eps = self.burn_in_directions(seed, particle, system.param_dim, theta.dtype)
+        offsets = stagger_offsets(particle, population, T, self.stagger)
         seg = start_episodes(system, antithetic_rows(theta, eps, self.sigma),
-                             self._keys(seed_t, N), offsets.repeat(2), T)
-        return self.new_state(seg, seed_t, eps, offsets)
+                             self._keys(seed, particle), offsets.repeat(2), T)
+        return self.new_state(seg, eps, offsets, identity)
 
     @torch.no_grad()
     def estimate(self, system: System, theta: Tensor, state) -> tuple[Estimate, Any]:
         theta = self.check(system, theta)
-        T, K, N = self.horizon_for(system), self.truncation, self.pairs
-        particle = torch.arange(N, device=theta.device)
+        T, K = self.horizon_for(system), self.truncation
+        particle = self.particles(state)
         dirs = self.directions(state, particle, system.param_dim, theta.dtype)
         rows = antithetic_rows(theta, dirs.eps, self.sigma)
         rows_next = rows if dirs.eps_next is dirs.eps else antithetic_rows(theta, dirs.eps_next, self.sigma)
         seg = unroll(system, rows, state.system, state.t.repeat(2), state.episode.repeat(2),
-                     self._keys(state.seed, N), K, T, theta_next=rows_next)
+                     self._keys(state.seed, particle), K, T, theta_next=rows_next)
         pre_pos, pre_neg = (seg.loss_pre / K).chunk(2)
         post_pos, post_neg = (seg.loss_post / K).chunk(2)
         samples = split_window_samples(pre_pos, pre_neg, dirs.w_pre, post_pos, post_neg,
                                        dirs.w_post, self.sigma)
         losses = 0.5 * (pre_pos + pre_neg + post_pos + post_neg)
-        return finite_estimate(samples, losses, 2 * N * K), self.next_state(state, seg, dirs)
+        steps = 2 * particle.shape[0] * K
+        return finite_estimate(samples, losses, steps), self.next_state(state, seg, dirs)

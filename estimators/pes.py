@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .antithetic_es import antithetic_samples
 from .base import perturbations
 from .online_es import Directions, OnlineES
 from .registry import register
@@ -29,20 +30,24 @@ __all__ = ["PES", "PESState", "pes_samples"]
 
 class PESState(NamedTuple):
     """State of `PES`: the 2N member states (+ then -), step index ``t`` ``[N]`` and episode
-    counter ``[N]`` per pair, accumulated perturbations ``xi`` ``[N, D]``, the seed and the
-    window count (which selects each window's eps)."""
+    counter ``[N]`` per pair, accumulated perturbations ``xi`` ``[N, D]``, the seed, the
+    window count (which selects each window's eps) and the pairs it holds (population
+    indices ``particle`` ``[N]`` and the population size)."""
 
-    system: Any      # 2N states: the + members, then the - members
-    t: Tensor        # [N] step index in the episode (shared by a pair)
-    episode: Tensor  # [N] episode counter
-    xi: Tensor       # [N, D] perturbations accumulated in the current episode
+    system: Any         # 2N states: the + members, then the - members
+    t: Tensor           # [N] step index in the episode (shared by a pair)
+    episode: Tensor     # [N] episode counter
+    xi: Tensor          # [N, D] perturbations accumulated in the current episode
     seed: Tensor
-    count: Tensor    # windows so far (selects each window's eps)
+    count: Tensor       # windows so far (selects each window's eps)
+    particle: Tensor    # [N] int64 population indices of the pairs
+    population: Tensor  # int64 scalar, pairs in the whole population
 
 
 def pes_samples(loss_pos: Tensor, loss_neg: Tensor, xi: Tensor, sigma: float) -> Tensor:
-    """PES contributions ``xi_i (L+_i - L-_i) / (2 sigma)`` ``[N, D]`` (xi already includes eps)."""
-    return xi * ((loss_pos - loss_neg) / (2.0 * sigma)).unsqueeze(-1)
+    """PES contributions ``xi_i (L+_i - L-_i) / (2 sigma)`` ``[N, D]`` (xi already includes eps):
+    `antithetic_samples` with the accumulated xi as the direction."""
+    return antithetic_samples(loss_pos, loss_neg, xi, sigma)
 
 
 @register("pes")
@@ -52,10 +57,12 @@ class PES(OnlineES):
     def burn_in_directions(self, seed, particle, dim, dtype) -> Tensor:
         return perturbations(seed, particle, 0, dim, dtype)
 
-    def new_state(self, seg: Segment, seed: Tensor, eps: Tensor, offsets: Tensor) -> PESState:
+    def new_state(self, seg: Segment, eps: Tensor, offsets: Tensor, identity) -> PESState:
+        seed, particle, population = identity
         n = offsets.shape[0]
         xi = torch.where((offsets > 0)[:, None], eps, torch.zeros_like(eps))
-        return PESState(seg.state, seg.t[:n], seg.episode[:n], xi, seed, torch.ones_like(seed))
+        return PESState(seg.state, seg.t[:n], seg.episode[:n], xi, seed, torch.ones_like(seed),
+                        particle, population)
 
     def directions(self, state: PESState, particle, dim, dtype) -> Directions:
         eps = perturbations(state.seed, particle, state.count, dim, dtype)
@@ -63,6 +70,6 @@ class PES(OnlineES):
 
     def next_state(self, state: PESState, seg: Segment, dirs: Directions) -> PESState:
         n = state.t.shape[0]
-        reset = seg.reset[:n, None]
-        xi = torch.where(reset, dirs.eps, dirs.w_pre)
-        return PESState(seg.state, seg.t[:n], seg.episode[:n], xi, state.seed, state.count + 1)
+        xi = torch.where(seg.reset[:n, None], dirs.eps, dirs.w_pre)
+        return state._replace(system=seg.state, t=seg.t[:n], episode=seg.episode[:n], xi=xi,
+                              count=state.count + 1)

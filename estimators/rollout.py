@@ -24,10 +24,8 @@ from torch import Tensor
 
 from systems import System, tree_map, tree_where
 
-from .base import _BLOCK
-
-__all__ = ["Segment", "unroll", "reset_steps", "stagger_offsets", "detach", "compiled",
-           "CompiledSystem", "CompileFallbackWarning"]
+__all__ = ["Segment", "unroll", "reset_steps", "stagger_offsets", "antithetic_rows", "detach",
+           "compiled", "CompiledSystem", "CompileFallbackWarning"]
 
 
 class Segment(NamedTuple):
@@ -128,12 +126,20 @@ def unroll(system: System, theta: Tensor, state: Any, t: Tensor, episode: Tensor
     return Segment(state, t, episode, loss_pre, loss_post, reset)
 
 
-def stagger_offsets(n: int, horizon: int, stagger: bool, device) -> Tensor:
-    """Episode offsets ``[n]``: evenly spread over [0, T) if ``stagger``, else all zero."""
-    offset, total = _BLOCK.get()
-    idx = torch.arange(n, dtype=torch.int64, device=device) + offset
-    total = n if total is None else total
-    return (idx * horizon) // total if stagger else torch.zeros_like(idx)
+def stagger_offsets(particle: Tensor, population: Tensor | int, horizon: int,
+                    stagger: bool) -> Tensor:
+    """Episode offsets ``[n]`` of particles with population indices ``particle`` ``[n]``.
+
+    With ``stagger`` the population's particles are spread evenly over [0, T): particle i starts
+    at step ``floor(i T / population)``; otherwise all start at 0.
+    """
+    return (particle * horizon) // population if stagger else torch.zeros_like(particle)
+
+
+def antithetic_rows(theta: Tensor, eps: Tensor, sigma: float) -> Tensor:
+    """``[2N, D]``: theta + sigma eps ``[N, D]`` stacked over theta - sigma eps (the + members
+    of the N antithetic pairs, then the - members)."""
+    return torch.cat([theta + sigma * eps, theta - sigma * eps])
 
 
 def detach(state: Any) -> Any:

@@ -14,8 +14,8 @@ from torch import Tensor
 
 from systems import System
 
-from .base import Estimate, Estimator, _check_int, episode_keys, finite_estimate
-from .bptt import pathwise_samples
+from .base import Estimate, Estimator, episode_keys, finite_estimate
+from .full_horizon import pathwise_samples
 from .registry import register
 from .rollout import detach, stagger_offsets, start_episodes, unroll
 
@@ -24,13 +24,16 @@ __all__ = ["TruncatedBPTT", "TruncatedBPTTState"]
 
 class TruncatedBPTTState(NamedTuple):
     """State of `TruncatedBPTT`: N system states (detached), step index ``t`` ``[N]`` and episode
-    counter ``[N]`` of each particle, the seed and the number of calls so far."""
+    counter ``[N]`` of each particle, the seed, the number of calls so far and the samples it
+    holds (population indices ``particle`` ``[N]`` and the population size)."""
 
-    system: Any      # N system states
-    t: Tensor        # [N] step index in the episode
-    episode: Tensor  # [N] episode counter
+    system: Any         # N system states
+    t: Tensor           # [N] step index in the episode
+    episode: Tensor     # [N] episode counter
     seed: Tensor
     count: Tensor
+    particle: Tensor    # [N] int64 population indices of the samples
+    population: Tensor  # int64 scalar, samples in the whole population
 
 
 @register("truncated_bptt")
@@ -39,33 +42,33 @@ class TruncatedBPTT(Estimator):
 
     online = True
     needs_grad = True
+    particles_attr = "samples"
 
     def __init__(self, truncation: int = 10, samples: int = 8, horizon: int | None = None,
                  stagger: bool = False):
-        super().__init__(horizon=horizon, truncation=truncation)
-        self.samples = _check_int("samples", samples)
-        self.stagger = bool(stagger)
+        super().__init__(horizon=horizon, truncation=truncation, samples=samples, stagger=stagger)
 
-    def _keys(self, seed: Tensor, n: int):
-        particle = torch.arange(n, device=seed.device)
-        return lambda episode: episode_keys(seed, particle, episode)
-
-    def init(self, system: System, theta: Tensor, *, seed: int) -> TruncatedBPTTState:
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None) -> TruncatedBPTTState:
         theta = self.check(system, theta)
-        T, N = self.horizon_for(system), self.samples
-        seed_t = self.seed_tensor(seed, theta)
-        offsets = stagger_offsets(N, T, self.stagger, theta.device)
-        seg = start_episodes(system, theta.expand(N, -1), self._keys(seed_t, N), offsets, T)
-        return TruncatedBPTTState(seg.state, seg.t, seg.episode, seed_t, torch.zeros_like(seed_t))
+        T = self.horizon_for(system)
+        seed, particle, population = self.identity(theta, seed, offset, population)
+        offsets = stagger_offsets(particle, population, T, self.stagger)
+        seg = start_episodes(system, theta.expand(particle.shape[0], -1),
+                             lambda ep: episode_keys(seed, particle, ep), offsets, T)
+        return TruncatedBPTTState(seg.state, seg.t, seg.episode, seed, torch.zeros_like(seed),
+                                  particle, population)
 
     def estimate(self, system: System, theta: Tensor, state: TruncatedBPTTState):
         theta = self.check(system, theta)
-        T, K, N = self.horizon_for(system), self.truncation, self.samples
-        rows = theta.expand(N, -1).clone().requires_grad_()
+        T, K = self.horizon_for(system), self.truncation
+        particle = self.particles(state)
+        rows = theta.expand(particle.shape[0], -1).clone().requires_grad_()
         with torch.enable_grad():
             seg = unroll(system, rows, state.system, state.t, state.episode,
-                         self._keys(state.seed, N), K, T)
+                         lambda ep: episode_keys(state.seed, particle, ep), K, T)
             losses = (seg.loss_pre + seg.loss_post) / K
             samples = pathwise_samples(losses, rows)
-        est = finite_estimate(samples.detach(), losses.detach(), N * K)
-        return est, TruncatedBPTTState(detach(seg.state), seg.t, seg.episode, state.seed, state.count + 1)
+        est = finite_estimate(samples.detach(), losses.detach(), particle.shape[0] * K)
+        return est, state._replace(system=detach(seg.state), t=seg.t, episode=seg.episode,
+                                   count=state.count + 1)

@@ -14,23 +14,26 @@ from torch import Tensor
 
 from systems import System, tree_cat, tree_index
 
-from .antithetic_es import antithetic_rows, antithetic_samples
-from .base import Estimate, Estimator, _check_int, _check_sigma, episode_keys, finite_estimate, perturbations
+from .antithetic_es import antithetic_samples
+from .base import Estimate, Estimator, episode_keys, finite_estimate, perturbations
 from .registry import register
-from .rollout import stagger_offsets, start_episodes, unroll
+from .rollout import antithetic_rows, stagger_offsets, start_episodes, unroll
 
 __all__ = ["TruncatedES", "TruncatedESState"]
 
 
 class TruncatedESState(NamedTuple):
     """State of `TruncatedES`: one shared system state per pair, step index ``t`` ``[N]`` and
-    episode counter ``[N]``, the seed and the number of windows so far."""
+    episode counter ``[N]``, the seed, the number of windows so far and the pairs it holds
+    (population indices ``particle`` ``[N]`` and the population size)."""
 
-    system: Any      # N shared states (one per pair)
-    t: Tensor        # [N]
-    episode: Tensor  # [N]
+    system: Any         # N shared states (one per pair)
+    t: Tensor           # [N]
+    episode: Tensor     # [N]
     seed: Tensor
     count: Tensor
+    particle: Tensor    # [N] int64 population indices of the pairs
+    population: Tensor  # int64 scalar, pairs in the whole population
 
 
 @register("truncated_es")
@@ -41,26 +44,26 @@ class TruncatedES(Estimator):
 
     def __init__(self, truncation: int = 10, pairs: int = 8, sigma: float = 0.1,
                  horizon: int | None = None, stagger: bool = False):
-        super().__init__(horizon=horizon, truncation=truncation)
-        self.pairs = _check_int("pairs", pairs)
-        self.sigma = _check_sigma(sigma, allow_zero=False)
-        self.stagger = bool(stagger)
+        super().__init__(horizon=horizon, truncation=truncation, pairs=pairs, sigma=sigma,
+                         stagger=stagger)
 
-    def init(self, system: System, theta: Tensor, *, seed: int) -> TruncatedESState:
+    def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
+             population: int | None = None) -> TruncatedESState:
         theta = self.check(system, theta)
-        T, N = self.horizon_for(system), self.pairs
-        seed_t = self.seed_tensor(seed, theta)
-        particle = torch.arange(N, device=theta.device)
-        offsets = stagger_offsets(N, T, self.stagger, theta.device)
-        seg = start_episodes(system, theta.expand(N, -1),
-                             lambda ep: episode_keys(seed_t, particle, ep), offsets, T)
-        return TruncatedESState(seg.state, seg.t, seg.episode, seed_t, torch.zeros_like(seed_t))
+        T = self.horizon_for(system)
+        seed, particle, population = self.identity(theta, seed, offset, population)
+        offsets = stagger_offsets(particle, population, T, self.stagger)
+        seg = start_episodes(system, theta.expand(particle.shape[0], -1),
+                             lambda ep: episode_keys(seed, particle, ep), offsets, T)
+        return TruncatedESState(seg.state, seg.t, seg.episode, seed, torch.zeros_like(seed),
+                                particle, population)
 
     @torch.no_grad()
     def estimate(self, system: System, theta: Tensor, state: TruncatedESState):
         theta = self.check(system, theta)
-        T, K, N = self.horizon_for(system), self.truncation, self.pairs
-        particle = torch.arange(N, device=theta.device)
+        T, K = self.horizon_for(system), self.truncation
+        particle = self.particles(state)
+        N = particle.shape[0]
         eps = perturbations(state.seed, particle, state.count, system.param_dim, theta.dtype)
         pair = particle.repeat(2)
         seg = unroll(system, antithetic_rows(theta, eps, self.sigma),
@@ -69,6 +72,6 @@ class TruncatedES(Estimator):
         loss_pos, loss_neg = ((seg.loss_pre + seg.loss_post) / K).chunk(2)
         samples = antithetic_samples(loss_pos, loss_neg, eps, self.sigma)
         est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), 2 * N * K)
-        nxt = TruncatedESState(tree_index(seg.state, slice(0, N)), seg.t[:N], seg.episode[:N],
-                               state.seed, state.count + 1)
+        nxt = state._replace(system=tree_index(seg.state, slice(0, N)), t=seg.t[:N],
+                             episode=seg.episode[:N], count=state.count + 1)
         return est, nxt

@@ -176,7 +176,7 @@ def told_gradient(strategy, fitness):
 def test_antithetic_es_equals_evosax_open_es(monkeypatch):
     system = systems.make("linear_quadratic", horizon=T)
     theta = system.init_params() + 0.3
-    rec = Recorder(monkeypatch, "estimators.antithetic_es", "estimators.antithetic_es")
+    rec = Recorder(monkeypatch, "estimators.full_horizon", "estimators.full_horizon")
     est = estimators.make("antithetic_es", pairs=N, sigma=SIGMA)
     ev = evosax_es("Open_ES").init(torch.zeros(system.param_dim), seed=1)
     state = est.init(system, theta, seed=0)
