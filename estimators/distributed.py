@@ -35,8 +35,8 @@ from systems import System
 
 from .base import Estimate, Estimator, block_of
 
-__all__ = ["ShardedEstimator", "ShardedState", "ShardedRollouts", "shard_bounds", "combine",
-           "connect"]
+__all__ = ["ShardedEstimator", "ShardedState", "ShardedRollouts", "shard_bounds", "row_blocks",
+           "combine", "connect"]
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
@@ -56,6 +56,20 @@ def shard_bounds(n: int, workers: int) -> list[tuple[int, int]]:
     w = max(1, min(workers, n))
     edges = [(k * n) // w for k in range(w + 1)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def row_blocks(rows: int, workers: int, *, paired: bool = False) -> list[Tensor]:
+    """Indices of the rows each of at most ``workers`` shards evaluates, contiguous blocks.
+
+    With ``paired`` the ``rows`` are mirrored halves (row i and row i + rows/2 form a pair) and
+    the blocks are of whole pairs: block ``[lo, hi)`` of the pairs holds rows lo..hi-1 and
+    their mirrors, e.g. ``row_blocks(6, 2, paired=True) == [[0, 3], [1, 2, 4, 5]]``.
+    """
+    if paired and rows % 2:
+        raise ValueError(f"paired rows need an even count, got {rows}")
+    units = rows // 2 if paired else rows
+    return [torch.cat([torch.arange(lo, hi), torch.arange(lo, hi) + units]) if paired
+            else torch.arange(lo, hi) for lo, hi in shard_bounds(units, workers)]
 
 
 def _population_attr(estimator: Estimator) -> str:
@@ -195,12 +209,7 @@ class ShardedRollouts:
         """
         import ray
         P = rows.shape[0]
-        if paired and P % 2:
-            raise ValueError(f"paired rows need an even count, got {P}")
-        units = P // 2 if paired else P
-        blocks = shard_bounds(units, len(self.actors))
-        index = [torch.cat([torch.arange(lo, hi), torch.arange(lo, hi) + units]) if paired
-                 else torch.arange(lo, hi) for lo, hi in blocks]
+        index = row_blocks(P, len(self.actors), paired=paired)
         parts = ray.get([a.losses.remote(rows[i], keys[i], horizon)
                          for a, i in zip(self.actors, index)])
         out = rows.new_empty(P)

@@ -3,16 +3,17 @@
 One call starts fresh episodes for a state's n particles (population indices p_i, call counter
 c), with eps_i = perturbations(seed, p_i, c) and key_i = episode_keys(seed, p_i, c), from the rows
 
-    theta + sigma eps_i                          one-sided (BPTT; sigma = 0 is plain BPTT)
-    theta + sigma eps_i  and  theta - sigma eps_i  antithetic (AntitheticES, Mixed; a pair shares key_i)
+    theta + sigma eps_i                        one-sided (BPTT; sigma = 0: plain BPTT), n rows
+    theta + sigma eps_i, theta - sigma eps_i   antithetic (AntitheticES, Mixed), 2n rows
 
-runs them T steps and returns each row's mean per-step loss L_r and, if asked, its pathwise
-gradient dL_r/d row_r from one backward pass. ``checkpoint=S`` cuts the unroll into segments of
-S steps, run forward without autograd and recomputed with it in the backward pass
-(torch.utils.checkpoint, reentrant): memory ~ T/S boundary states + one segment's graph, for
-about one extra forward pass, same operations. The reentrant variant is the one that drops the
-graph as well as the saved tensors (the non-reentrant one keeps every step's graph nodes, which
-dominate for small states); it supports ``Tensor.backward`` but not ``torch.autograd.grad``.
+(the two members of an antithetic pair share key_i), runs them T steps and returns each row's
+mean per-step loss L_r and, if asked, its pathwise gradient dL_r/d row_r from one backward
+pass. ``checkpoint=S`` cuts the unroll into segments of S steps, run forward without autograd
+and recomputed with it in the backward pass (torch.utils.checkpoint, reentrant): memory ~ T/S
+boundary states + one segment's graph, for about one extra forward pass, same operations. The
+reentrant variant is the one that drops the graph as well as the saved tensors (the
+non-reentrant one keeps every step's graph nodes, which dominate for small states); it supports
+``Tensor.backward`` but not ``torch.autograd.grad``.
 """
 from __future__ import annotations
 

@@ -47,5 +47,6 @@ def check_sigma(sigma: Any, allow_zero: bool = False, name: str = "sigma") -> fl
         raise TypeError(f"{name} must be a float, got {type(sigma).__name__} {sigma!r}")
     sigma = float(sigma)
     if not math.isfinite(sigma) or sigma < 0 or (sigma == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {sigma}")
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound} and finite, got {sigma}")
     return sigma

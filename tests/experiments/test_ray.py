@@ -1,14 +1,17 @@
 """The Ray backend on a local cluster (num_cpus=2): sharded estimates equal the single-process
-run for the same seed, sharded strategy rollouts equal local ones, and a Ray sweep writes every
-cell once from the driver and resumes."""
+run for the same seed, sharded rollouts split mirrored pairs whole and compose the antithetic
+estimate, and a Ray sweep writes every cell once from the driver and resumes."""
 import pytest
 import torch
 
 import estimators
 import systems
-from estimators.distributed import ShardedEstimator, ShardedRollouts, shard_bounds
-from experiments.store import Cell, ResultsStore
-from experiments.sweep import CellResult, run_cells
+from estimators.base import episode_keys, perturbations
+from estimators.distributed import (ShardedEstimator, ShardedRollouts, _Shard, row_blocks,
+                                    shard_bounds)
+from estimators.rollout import antithetic_rows
+from experiments.core.store import Cell, ResultsStore
+from experiments.core.sweep import CellResult, run_cells
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'chaosgrad[ray]')")
 
@@ -53,16 +56,37 @@ def test_sharded_estimate_equals_single_process(name, hp):
     sharded.close(s2)
 
 
-def test_sharded_rollouts_keep_mirrored_pairs_and_match_local():
-    system = systems.make("logistic_map")
-    rows = system.init_params(dtype=F64) + 0.01 * torch.randn(6, system.param_dim, dtype=F64,
-                                                              generator=torch.Generator().manual_seed(0))
-    keys = torch.arange(6, dtype=torch.int64)
+def test_row_blocks_keep_mirrored_pairs_whole():
+    assert [b.tolist() for b in row_blocks(6, 2, paired=True)] == [[0, 3], [1, 2, 4, 5]]
+    assert [b.tolist() for b in row_blocks(6, 2)] == [[0, 1, 2], [3, 4, 5]]
+    blocks = row_blocks(10, 3, paired=True)
+    assert sorted(torch.cat(blocks).tolist()) == list(range(10))
+    for b in blocks:  # row i and its mirror i + 5 always on the same shard
+        assert set(b.tolist()) == {(i + 5) % 10 for i in b.tolist()}
+    with pytest.raises(ValueError, match="even"):
+        row_blocks(5, 2, paired=True)
+
+
+def test_sharded_rollouts_split_mirrored_pairs_and_compose_the_antithetic_estimate():
+    """The rows AntitheticES evaluates (theta +/- sigma eps_i, a pair sharing key_i), sent to two
+    actors as whole pairs: each actor's block is its rows' losses, and the losses put back in
+    row order give the single-process AntitheticES samples."""
+    system, T, sigma = systems.make("logistic_map"), 20, 0.05
+    theta = system.init_params(dtype=F64)
+    est = estimators.make("antithetic_es", pairs=3, sigma=sigma, horizon=T)
+    state = est.init(system, theta, seed=2)
+    eps = perturbations(state.seed, state.particle, state.count, system.param_dim, F64)
+    rows = antithetic_rows(theta, eps, sigma)
+    keys = episode_keys(state.seed, state.particle.repeat(2), state.count.expand(6))
     pool = ShardedRollouts(system, workers=2)
-    from estimators.distributed import _Shard
-    local = _Shard(None, system, 0, 0).losses(rows, keys, 20)
-    _close(pool.losses(rows, keys, 20, paired=True), local)
-    _close(pool.losses(rows, keys, 20), local)
+    losses = pool.losses(rows, keys, T, paired=True)
+    for block in row_blocks(6, 2, paired=True):  # what each actor got: whole pairs
+        assert torch.equal(_Shard(None, system, 0, 0).losses(rows[block], keys[block], T),
+                           losses[block])
+    loss_pos, loss_neg = losses.chunk(2)
+    e, _ = est.estimate(system, theta, state)
+    assert torch.equal(estimators.antithetic_samples(loss_pos, loss_neg, eps, sigma), e.samples)
+    assert torch.equal(pool.losses(rows, keys, T), losses)  # unpaired blocks: same numbers
 
 
 def _square(cell: Cell) -> CellResult:
