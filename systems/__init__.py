@@ -19,14 +19,18 @@ from .lorenz_fit import LorenzFit
 from .lr_schedule_toy import LRScheduleToy
 from .mass_spring_walker import MassSpringWalker
 from .metz_sgd_momentum import MetzSGDMomentum
+from .mujoco import MujocoSystem, make_mujoco
+from .mujoco import MEMBERS as _MUJOCO_MEMBERS
 from .registry import SYSTEMS, Registry, available, make, register
 from .tree import tree_cat, tree_index, tree_leaves, tree_map, tree_where
+
+SYSTEMS.register_family("mujoco", make_mujoco, example="mujoco:ant", members=_MUJOCO_MEMBERS)
 
 __all__ = [
     "System", "make", "available", "register", "noise", "Registry", "SYSTEMS",
     "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
     "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
-    "MassSpringWalker",
+    "MassSpringWalker", "MujocoSystem",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
     "check_system", "CheckReport", "Check",
