@@ -1,210 +1,13 @@
-"""The self-contained HTML report of a results directory: ``chaosgrad report DIR``.
-
-`build_report(directory)` writes ``DIR/report.html`` with every figure of ``DIR/figures``
-(PNG embedded as base64, grouped by name prefix: ``curves_...``, ``fig1_...``; each with its
-caption from ``<name>.txt`` and a link to its data ``<name>.csv``), the tables of the results
-store (the curves' bias^2 / variance / MSE / cosine / cost per estimator and setting, the
-reference gradients with their method and standard error, and a generic table for any other
-experiment kind) and the commands and versions recorded by `ResultsStore.log_run`.
-Any experiment may call it after writing its figures.
-"""
+"""``chaosgrad report DIR``: rebuild the HTML report of a results directory
+(`experiments.core.report.build_report`)."""
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import math
-import time
-from collections import defaultdict
-from pathlib import Path
 
-from experiments.store import STORE_FILE, ResultsStore, library_version
+from experiments.core.command import Command
+from experiments.core.report import build_report
 
-__all__ = ["build_report", "add_arguments", "main", "REPORT_FILE"]
-
-REPORT_FILE = "report.html"
-_MAX_ROWS = 400  # rows shown per generic table (the store has them all)
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
-table { border-collapse: collapse; font-size: 0.8em; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; }
-th { background: #f4f4f4; } td.l, th.l { text-align: left; }
-code, pre { background: #f6f6f6; padding: 1px 4px; font-size: 0.85em; white-space: pre-wrap; }
-.muted { color: #777; font-size: 0.85em; }
-"""
-
-
-def _fmt(x) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "nan"
-        return f"{x:.3g}"
-    if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(_fmt(v) for v in x[:6]) + (", ..." if len(x) > 6 else "") + "]"
-    return str(x)
-
-
-def _table(headers: list[str], rows: list[list], left: int = 0) -> str:
-    """HTML table; the first ``left`` columns are left-aligned (names)."""
-    def cell(tag, i, v):
-        cls = ' class="l"' if i < left else ""
-        return f"<{tag}{cls}>{html.escape(_fmt(v))}</{tag}>"
-    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
-    body = "\n".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>"
-                     for r in rows)
-    return f"<table><tr>{head}</tr>\n{body}</table>"
-
-
-_SUFFIX_ORDER = ("_horizon", "_truncation", "_cost")  # curves: what against T, K, then cost
-
-
-def _figure_order(png: Path) -> tuple:
-    ranks = [i for i, suffix in enumerate(_SUFFIX_ORDER) if png.stem.endswith(suffix)]
-    return (png.stem.rsplit("_", 1)[0], ranks[0] if ranks else len(_SUFFIX_ORDER), png.stem)
-
-
-def _figures(directory: Path) -> str:
-    figdir = directory / "figures"
-    pngs = sorted(figdir.glob("*.png")) if figdir.is_dir() else []
-    if not pngs:
-        return "<p class='muted'>No figures in this directory yet.</p>"
-    groups = defaultdict(list)
-    for png in pngs:
-        groups[png.stem.split("_")[0]].append(png)
-    parts = []
-    for prefix in sorted(groups, key=lambda p: (p != "curves", p)):
-        parts.append(f"<h3>{html.escape(prefix)}</h3>")
-        for png in sorted(groups[prefix], key=_figure_order):
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
-            txt = png.with_suffix(".txt")
-            caption = html.escape(txt.read_text().strip()) if txt.exists() else ""
-            csv = png.with_suffix(".csv")
-            link = (f' <a href="figures/{html.escape(csv.name)}">data (CSV)</a>'
-                    if csv.exists() else "")
-            stem = html.escape(png.stem)
-            parts.append(f'<figure id="{stem}"><img alt="{stem}" '
-                         f'src="data:image/png;base64,{data}"><figcaption><b>{stem}'
-                         f"</b>. {caption}{link}</figcaption></figure>")
-    return "\n".join(parts)
-
-
-def _curves_tables(store: ResultsStore) -> str:
-    from experiments.curves import REF_KIND, summarize
-
-    rows, refs = store.rows("curves"), store.rows(REF_KIND)
-    if not rows and not refs:
-        return ""
-    parts = ["<h2>curves: bias<sup>2</sup>, variance, MSE, cosine and cost</h2>",
-             "<p class='muted'>One row per setting, pooled over seeds. bias^2 is unbiased (it can "
-             "be negative by noise) with its standard error; variance is that of one estimate of "
-             "N samples (with its standard error across seeds, or within the seed when there is "
-             "one); cosine is the mean cosine of one estimate with the reference; steps and "
-             "seconds are the cost of one N-sample full-horizon estimate; nonfinite counts "
-             "per-sample draws dropped because they overflowed.</p>"]
-    summary = summarize(rows, refs)
-    by_system = defaultdict(list)
-    for r in summary:
-        by_system[r["system"]].append(r)
-    headers = ["regime", "estimator", "T", "K", "sigma", "N", "seeds", "bias^2", "± SE",
-               "bias z", "variance", "± SE", "MSE", "cosine", "± SE", "steps", "seconds",
-               "nonfinite"]
-    for system, rs in sorted(by_system.items()):
-        rs.sort(key=lambda r: (r["regime"], r["estimator"], r["T"], r["K"] or 0, r["sigma"]))
-        parts.append(f"<h3>{html.escape(system)}</h3>")
-        parts.append(_table(headers, [[r["regime"], r["estimator"], r["T"], r["K"], r["sigma"],
-                                       r["pairs"], r["seeds"], r["bias2"], r["bias2_se"],
-                                       r.get("bias_z"), r["variance"], r["variance_se"], r["mse"],
-                                       r["cosine"], r["cosine_se"], r["steps"], r["seconds"],
-                                       r["nonfinite"]] for r in rs], left=2))
-    if refs:
-        parts.append("<h3>reference gradients (the common target, grad L_sigma)</h3>")
-        refs = sorted(refs, key=lambda r: (r["system"], r["params"]["regime"], r["params"]["T"],
-                                           r["params"]["sigma"]))
-        parts.append(_table(
-            ["system", "regime", "T", "sigma", "method", "grad L_sigma", "SE", "|grad|", "|SE|",
-             "seconds"],
-            [[r["system"], r["params"]["regime"], r["params"]["T"], r["params"]["sigma"],
-              r["metrics"]["method"], r["metrics"]["grad"], r["metrics"]["se"],
-              r["metrics"]["grad_norm"], r["metrics"]["se_norm"], r["seconds"]] for r in refs],
-            left=2))
-    return "\n".join(parts)
-
-
-def _scalar(v) -> bool:
-    return isinstance(v, (int, float, str, bool)) or v is None
-
-
-def _generic_tables(store: ResultsStore, skip: set[str]) -> str:
-    parts = []
-    for kind in store.kinds():
-        if kind in skip:
-            continue
-        rows = store.rows(kind)
-        pkeys = list(dict.fromkeys(k for r in rows for k, v in r["params"].items() if _scalar(v)))
-        mkeys = list(dict.fromkeys(k for r in rows for k, v in r["metrics"].items() if _scalar(v)))
-        headers = ["system", "estimator", "seed", *pkeys, *mkeys, "steps", "seconds", "device"]
-        body = [[r["system"], r["estimator"], r["seed"], *[r["params"].get(k) for k in pkeys],
-                 *[r["metrics"].get(k) for k in mkeys], r["steps"], r["seconds"], r["device"]]
-                for r in rows[:_MAX_ROWS]]
-        more = (f"<p class='muted'>first {_MAX_ROWS} of {len(rows)} rows</p>"
-                if len(rows) > _MAX_ROWS else "")
-        parts.append(f"<h2>{html.escape(kind)}</h2>{_table(headers, body, left=2)}{more}")
-    return "\n".join(parts)
-
-
-def _runs(store: ResultsStore) -> str:
-    runs = store.runs()
-    if not runs:
-        return "<p class='muted'>No command recorded.</p>"
-    items = []
-    for r in runs:
-        versions = ", ".join(f"{k} {v}" for k, v in r["versions"].items() if v is not None)
-        items.append(f"<li><code>{html.escape(r['command'])}</code> <span class='muted'>"
-                     f"({html.escape(r['started'])}; {html.escape(versions)})</span></li>")
-    return "<ol>" + "\n".join(items) + "</ol>"
-
-
-def build_report(directory: str | Path) -> Path:
-    """Write ``directory/report.html`` (self-contained) and return its path.
-
-    Raises:
-        ValueError: when ``directory`` holds no results store.
-    """
-    directory = Path(directory)
-    if not (directory / STORE_FILE).is_file():
-        raise ValueError(f"{str(directory)!r} is not a results directory (no {STORE_FILE}); "
-                         "run `chaosgrad curves` or `chaosgrad reproduce` first")
-    with ResultsStore(directory) as store:
-        n_cells = sum(len(store.rows(k)) for k in store.kinds())
-        body = [f"<h1>chaosgrad results: {html.escape(str(directory.resolve()))}</h1>",
-                f"<p class='muted'>Built {time.strftime('%Y-%m-%d %H:%M:%S')} by chaosgrad "
-                f"{html.escape(library_version())} from {n_cells} cells of "
-                f"<code>{STORE_FILE}</code>. Rebuild with <code>chaosgrad report "
-                f"{html.escape(str(directory))}</code>.</p>",
-                "<h2>Commands and versions</h2>", _runs(store),
-                "<h2>Figures</h2>", _figures(directory),
-                _curves_tables(store),
-                _generic_tables(store, skip={"curves", "curves_reference"})]
-    text = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>chaosgrad report</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    path = directory / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    except OSError as err:
-        raise ValueError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
-    return path
+__all__ = ["add_arguments", "main", "COMMANDS"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -214,8 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """``chaosgrad report DIR``: rebuild ``DIR/report.html``; exit code."""
-    path = build_report(args.directory)
-    print(f"report: {path}")
+    """Rebuild ``DIR/report.html``; exit code."""
+    print(f"report: {build_report(args.directory)}")
     return 0
 
+
+COMMANDS = (Command("report", "(re)build the HTML report of a results directory", add_arguments,
+                    main),)

@@ -6,14 +6,14 @@ its T/K window contributions over one lockstep episode. Against a reference grad
 smoothed full-horizon loss L_sigma (the closed form where the system has one, else antithetic ES
 with ``ref_pairs`` pairs, whose own standard error is reported):
 
-    bias^2   = ||mean - g*||^2 - tr(Cov)/M - SE(g*)^2     (unbiased; can dip below 0 by noise)
+    bias^2   = ||mean - g*||^2 - tr(Cov)/M - |SE(g*)|^2   (unbiased; can dip below 0 by noise;
+                                                           `experiments.core.stats.pair_stats`)
     variance = tr(Cov) / N                                 (of one estimate with N pairs)
     MSE      = bias^2 + variance,  cos = cos(mean, g*),  steps = simulated steps per estimate.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -22,8 +22,12 @@ import torch
 
 import estimators
 import systems
+from experiments.core.command import Command
+from experiments.core.measure import episode_estimates, estimator_kwargs
+from experiments.core.resolve import make_system
+from experiments.core.stats import pair_stats
 
-__all__ = ["Config", "Row", "run", "format_table", "main"]
+__all__ = ["Config", "Row", "run", "format_table", "add_arguments", "main", "COMMANDS"]
 
 DEFAULT_ESTIMATORS = ["bptt", "truncated_bptt", "antithetic_es", "truncated_es", "pes", "nres"]
 
@@ -66,71 +70,51 @@ class Row:
 
 
 def _hyper(name: str, cfg: Config, n: int) -> dict:
-    params = inspect.signature(estimators.ESTIMATORS.get(name)).parameters
-    hp = {"horizon": cfg.horizon, "sigma": cfg.sigma, "truncation": cfg.truncation,
-          "samples": n, "pairs": n}
-    return {k: v for k, v in hp.items() if k in params}
+    return estimator_kwargs(name, horizon=cfg.horizon, n=n, truncation=cfg.truncation,
+                            sigma=cfg.sigma)
 
 
-def per_pair_estimates(name: str, cfg: Config, system, theta) -> tuple[torch.Tensor, int]:
-    """``[M, D]`` independent full-horizon estimates and the number of non-finite ones."""
-    est = estimators.make(name, **_hyper(name, cfg, cfg.draws))
-    state = est.init(system, theta, seed=cfg.seed)
-    if not est.online:
-        e, _ = est.estimate(system, theta, state)
-        return e.samples, e.nonfinite
-    windows, nonfinite = [], 0
-    for _ in range(math.ceil(cfg.horizon / cfg.truncation)):
-        e, state = est.estimate(system, theta, state)
-        nonfinite = max(nonfinite, e.nonfinite)
-        if e.nonfinite:
-            return e.samples[:0], nonfinite  # rows no longer align across windows
-        windows.append(e.samples)
-    return torch.stack(windows).mean(0), 0
-
-
-def reference(cfg: Config, system, theta) -> tuple[torch.Tensor, float, str]:
-    """(g*, its standard error (norm), how it was computed)."""
+def reference(cfg: Config, system, theta) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(g* ``[D]``, its standard error ``[D]``, how it was computed)."""
     if hasattr(system, "exact_grad"):
-        return system.exact_grad(theta, cfg.sigma, cfg.horizon).to(theta), 0.0, "closed form"
+        g = system.exact_grad(theta, cfg.sigma, cfg.horizon).to(theta)
+        return g, torch.zeros_like(g), "closed form"
     est = estimators.AntitheticES(pairs=cfg.ref_pairs, sigma=cfg.sigma, horizon=cfg.horizon)
     e, _ = est.estimate(system, theta, est.init(system, theta, seed=cfg.seed + 10_000))
-    se = (e.samples.var(0).sum() / e.samples.shape[0]).sqrt().item()
+    se = (e.samples.var(0) / e.samples.shape[0]).sqrt()
     return e.grad, se, f"antithetic ES, {cfg.ref_pairs} pairs"
+
+
+def measure_row(name: str, cfg: Config, system, theta, ref, ref_se) -> Row:
+    """One estimator's `Row`: M = ``cfg.draws`` per-pair draws against the reference."""
+    start = time.perf_counter()
+    draws = episode_estimates(name, _hyper(name, cfg, cfg.draws), system, theta, cfg.seed)
+    seconds = time.perf_counter() - start
+    n = draws.samples.shape[0]
+    if n < 2:
+        return Row(name, *[math.nan] * 4, 0, seconds, draws.nonfinite)
+    st = pair_stats(draws.samples, ref, ref_se)
+    variance = st.var_pair / cfg.pairs
+    cosine = torch.nn.functional.cosine_similarity(st.mean, ref, dim=0).item()
+    rows_per = cfg.pairs * (2 if "pairs" in _hyper(name, cfg, cfg.pairs) else 1)
+    return Row(name, st.bias.bias2, variance, st.bias.bias2 + variance, cosine,
+               rows_per * cfg.horizon, seconds, draws.nonfinite)
 
 
 def run(cfg: Config, progress=None) -> dict:
     """Measure every estimator of ``cfg``; returns the reference and one `Row` per estimator."""
-    cls = systems.SYSTEMS.get(cfg.system)
-    if cfg.regime not in cls.regimes:
-        raise ValueError(f"unknown regime {cfg.regime!r} of {cfg.system}; available: {', '.join(cls.regimes)}")
-    system = cls(**cls.regimes[cfg.regime])
+    system = make_system(cfg.system, cfg.regime)
     theta = system.init_params(dtype=torch.float64, device=cfg.device)
     ref, ref_se, how = reference(cfg, system, theta)
     rows = []
     for name in cfg.estimators:
         if estimators.ESTIMATORS.get(name).needs_grad and not system.differentiable:
             continue
-        start = time.perf_counter()
-        draws, nonfinite = per_pair_estimates(name, cfg, system, theta)
-        seconds = time.perf_counter() - start
-        n = draws.shape[0]
-        if n < 2:
-            rows.append(Row(name, *[math.nan] * 4, 0, seconds, nonfinite))
-            continue
-        tr_cov = draws.var(0).sum().item()
-        mean = draws.mean(0)
-        bias2 = ((mean - ref) ** 2).sum().item() - tr_cov / n - ref_se**2
-        variance = tr_cov / cfg.pairs
-        cosine = torch.nn.functional.cosine_similarity(mean, ref, dim=0).item()
-        hp = _hyper(name, cfg, cfg.pairs)
-        rows_per = cfg.pairs * (2 if "pairs" in hp else 1)
-        steps = rows_per * cfg.horizon
-        rows.append(Row(name, bias2, variance, bias2 + variance, cosine, steps, seconds, nonfinite))
+        rows.append(measure_row(name, cfg, system, theta, ref, ref_se))
         if progress is not None:
             progress.update(1)
-    return {"config": cfg, "reference": ref, "reference_se": ref_se, "reference_method": how,
-            "rows": rows, "system": system}
+    return {"config": cfg, "reference": ref, "reference_se": ref_se.norm().item(),
+            "reference_method": how, "rows": rows, "system": system}
 
 
 def format_table(result: dict) -> str:
@@ -148,6 +132,7 @@ def format_table(result: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``chaosgrad table``."""
     p.add_argument("--systems", nargs="+", default=["linear_quadratic", "logistic_map", "influence_balancing"])
     p.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS)
     p.add_argument("--horizon", type=int, default=20)
@@ -174,3 +159,7 @@ def main(args: argparse.Namespace) -> int:
             result = run(cfg, progress=bar)
             tqdm.write(format_table(result) + "\n")
     return 0
+
+
+COMMANDS = (Command("table", "bias^2 / variance / MSE of every estimator at fixed theta, printed",
+                    add_arguments, main),)

@@ -34,7 +34,8 @@ def _modules() -> list[str]:
     for pkg in PACKAGES:
         mod = importlib.import_module(pkg)
         names.append(pkg)
-        names += [m.name for m in pkgutil.walk_packages(mod.__path__, prefix=f"{pkg}.")]
+        names += [m.name for m in pkgutil.walk_packages(mod.__path__, prefix=f"{pkg}.")
+                  if not m.name.endswith(".__main__")]  # `python -m` entry points run on import
     return sorted(names)
 
 

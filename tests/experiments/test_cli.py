@@ -104,7 +104,7 @@ def test_report_groups_any_figures_by_prefix_and_tables_any_kind(capsys, tmp_pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from experiments.store import Cell, ResultsStore
+    from experiments.core.store import Cell, ResultsStore
 
     with ResultsStore(tmp_path) as store:
         store.put(Cell("fig1_variance", "logistic_map", "bptt", {"T": 8, "grid": [1, 2]}),
@@ -126,12 +126,12 @@ def test_report_groups_any_figures_by_prefix_and_tables_any_kind(capsys, tmp_pat
 
 
 def test_missing_optional_dependency_names_its_extra(monkeypatch, capsys):
-    import experiments.train
+    import experiments.train.command
 
-    def needs_cma(args):
+    def needs_cma(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'cma'", name="cma")
 
-    monkeypatch.setattr(experiments.train, "main", needs_cma)
+    monkeypatch.setattr(experiments.train.command, "config_from_args", needs_cma)
     assert cli.main(["compare", "metz", "--methods", "cmaes"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "chaosgrad[blackbox]" in err[0]

@@ -13,8 +13,8 @@ import torch
 
 import systems
 from experiments import curves
-from experiments.report import build_report
-from experiments.store import ResultsStore
+from experiments.core.report import build_report
+from experiments.core.store import ResultsStore
 
 Q = curves.QUICK
 T_MAX, K0 = max(Q.horizons), curves.truncation_for_horizons(Q)

@@ -9,8 +9,9 @@ import math
 import pytest
 
 from experiments import cli, reproduce
+from experiments.reproduce import fig2
 from experiments.reproduce import Fig1Config, fit_log_variance, variance_table
-from experiments.store import ResultsStore
+from experiments.core.store import ResultsStore
 
 FIG1 = Fig1Config.quick()
 FIGURE_FILES = ["fig1_loss_slices", "fig1_gradient_variance", "fig2_lr_sweep", "fig3_energy_vs_D",
@@ -191,19 +192,19 @@ def test_rerun_computes_nothing_new(out, rows, capsys):
 
 def test_interrupted_run_keeps_finished_cells(tmp_path, monkeypatch):
     cfg = reproduce.Fig2Config(horizons=(10,), learning_rates=(1e-3, 1e-2, 1e-1), samples=8)
-    real, calls = reproduce._compute_fig2, []
+    real, calls = fig2.compute, []
 
     def flaky(cell, device):
         if len(calls) == 4:
             raise KeyboardInterrupt
         calls.append(cell.key)
         return real(cell, device)
-    monkeypatch.setattr(reproduce, "_compute_fig2", flaky)
+    monkeypatch.setattr(fig2, "compute", flaky)
     with ResultsStore(tmp_path) as store, pytest.raises(KeyboardInterrupt):
         reproduce.run_fig2(cfg, store, progress=False)
     with ResultsStore(tmp_path) as store:
         assert {r["key"] for r in store.rows()} == set(calls)  # only the cell in flight is lost
-        monkeypatch.setattr(reproduce, "_compute_fig2", real)
+        monkeypatch.setattr(fig2, "compute", real)
         done = reproduce.run_fig2(cfg, store, progress=False)["rows"]
         assert len(done) == 6 and len(store.rows()) == 6
 

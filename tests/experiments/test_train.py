@@ -7,7 +7,7 @@ import time
 import pytest
 
 from experiments import cli, train
-from experiments.store import ResultsStore
+from experiments.core.store import ResultsStore
 
 pytest.importorskip("cma")
 

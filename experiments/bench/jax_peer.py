@@ -1,4 +1,4 @@
-"""The JAX peer of `experiments.bench`: chaosgrad's double pendulum and antithetic-ES estimate,
+"""The JAX peer of `experiments.bench.speed`: chaosgrad's double pendulum and antithetic-ES estimate,
 written the idiomatic JAX way (``jax.jit`` + ``vmap`` + ``lax.scan``). Benchmark-only.
 
 Same physics as `systems.double_pendulum` (RK4 at dt = 0.01, linear-tanh torque policy of 14
@@ -6,7 +6,7 @@ parameters, loss = l (cos q1 + cos q2) + torque_cost |tau|^2) and the same estim
 g = (1/(2 N sigma)) sum_i eps_i (L+_i - L-_i); the noise comes from ``jax.random`` rather than
 chaosgrad's counter hash (the cost of drawing it is part of both measurements).
 
-    python -m experiments.bench_jax_peer --pairs 2048 --horizon 1000
+    python -m experiments.bench.jax_peer --pairs 2048 --horizon 1000
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Smoke test of experiments/system_report.py at its quick setting."""
-from experiments.system_report import QUICK, Config, format_table, run
+"""Smoke test of experiments/bench/system_report.py at its quick setting."""
+from experiments.bench.system_report import QUICK, Config, format_table, run
 
 
 def test_quick_report_on_the_logistic_map():

@@ -13,7 +13,7 @@ Prints tables (not timed tests):
 * memory: peak memory of BPTT vs T, plain and checkpointed (a fresh subprocess per setting,
   process RSS high-water mark on CPU, torch.cuda.max_memory_allocated on CUDA);
 * peers, as ratios: (1) a Python loop over population members, (2) the JAX peer
-  (`experiments.bench_jax_peer`) at B = 4096, (3) evosax Open_ES / PersistentES ask/tell
+  (`experiments.bench.jax_peer`) at B = 4096, (3) evosax Open_ES / PersistentES ask/tell
   overhead vs the native estimator math, on the same rollouts;
 * ray: a sweep of equal cells on 2 local Ray workers vs 1.
 """
@@ -34,6 +34,7 @@ import torch
 import estimators
 import systems
 from estimators.rollout import compiled, unroll
+from experiments.core.measure import estimator_kwargs
 
 __all__ = ["rollout_rate", "estimate_seconds", "bptt_peak_memory", "main"]
 
@@ -80,15 +81,14 @@ def rollout_rate(system, B: int, device="cpu", steps: int | None = None, repeats
 
 
 ESTIMATORS = ("antithetic_es", "truncated_es", "pes", "nres", "mixed", "bptt", "truncated_bptt")
-ONLINE = ("truncated_es", "pes", "nres", "truncated_bptt")
 
 
 def estimate_seconds(name: str, system, N: int, T: int, device="cpu", K: int = 100) -> float:
-    """Seconds of one N-pair estimate of the full horizon T (online: T/K windows)."""
-    hp = {"samples": N} if name in ("bptt", "truncated_bptt") else {"pairs": N, "sigma": 0.1}
-    if name in ONLINE:
-        hp["truncation"] = K
-    est = estimators.make(name, horizon=T, **hp)
+    """Seconds of one N-pair estimate of the full horizon T (online: T/K windows); the ES
+    family at sigma = 0.1, pathwise estimators unsmoothed."""
+    pathwise = estimators.ESTIMATORS.get(name).needs_grad
+    est = estimators.make(name, **estimator_kwargs(name, horizon=T, n=N, truncation=K,
+                                                   sigma=None if pathwise else 0.1))
     theta = system.init_params(device=device)
     state = est.init(system, theta, seed=0)
     _sync(device)
@@ -166,7 +166,7 @@ def naive_es_seconds(system, N: int, T: int, members: int) -> float:
 
 def evosax_overheads(popsize: int, dim: int, generations: int) -> dict[str, float]:
     """Seconds per generation of ask + tell (evosax adapters) vs native estimator math + Adam."""
-    from experiments.bench_strategies import time_strategy, time_torch_native
+    from .strategies import time_strategy, time_torch_native
     out = {"native antithetic ES": time_torch_native("es", popsize, dim, generations),
            "native PES": time_torch_native("pes", popsize, dim, generations)}
     for label in ("evosax:Open_ES", "evosax:PersistentES"):
@@ -184,8 +184,8 @@ def _ray_sweep_seconds(cpus: int, cells: int, T: int) -> float:
 
     import ray
 
-    from experiments.store import Cell, ResultsStore
-    from experiments.sweep import run_cells
+    from experiments.core.store import Cell, ResultsStore
+    from experiments.core.sweep import run_cells
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         with tempfile.TemporaryDirectory() as tmp, ResultsStore(tmp) as store:
@@ -200,7 +200,7 @@ def _ray_sweep_seconds(cpus: int, cells: int, T: int) -> float:
 
 
 def _bench_cell(cell):
-    from experiments.sweep import CellResult
+    from experiments.core.sweep import CellResult
     system = systems.make(POLICY)
     est = estimators.make("antithetic_es", pairs=64, horizon=cell.params["T"])
     theta = system.init_params()
@@ -337,7 +337,7 @@ def _section_peers(args, devices) -> None:
 def _jax_peer(pairs: int, T: int, device: str) -> None:
     """Peer 2 on one device: the JAX jit+vmap+scan estimate vs chaosgrad's, same B and T."""
     try:
-        from experiments import bench_jax_peer
+        from . import jax_peer as bench_jax_peer
         if device == "cpu" and torch.get_num_threads() == 1:
             bench_jax_peer.single_thread()
         jax_first, jax_s = bench_jax_peer.time_es_estimate(
@@ -373,7 +373,8 @@ def _section_ray(args, devices) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmark sections and print their tables; exit code."""
-    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.bench",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer systems")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--systems", nargs="+", default=None, help="rollout section: these systems")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments.store import STORE_FILE, Cell, ResultsStore
-from experiments.sweep import CellResult, run_cells
+from experiments.core.store import STORE_FILE, Cell, ResultsStore
+from experiments.core.sweep import CellResult, run_cells
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def grid(n: int, sigma: float = 0.1) -> list[Cell]:
@@ -85,8 +85,8 @@ def test_unwritable_directory_is_a_value_error(tmp_path):
 
 SWEEP = textwrap.dedent("""
     import sys, time
-    from experiments.store import Cell, ResultsStore
-    from experiments.sweep import CellResult, run_cells
+    from experiments.core.store import Cell, ResultsStore
+    from experiments.core.sweep import CellResult, run_cells
 
     def compute(cell):
         print("computing", cell.key, flush=True)

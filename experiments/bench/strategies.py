@@ -1,6 +1,6 @@
 """Per-generation overhead of every ask/tell strategy, and of the torch-native estimator math.
 
-    python -m experiments.bench_strategies [--popsize 256] [--dim 1000] [--generations 10]
+    python -m experiments.bench.strategies [--popsize 256] [--dim 1000] [--generations 10]
 
 One generation is ``ask()`` + ``tell(fitness)`` with the fitness given (no rollout): the cost a
 strategy adds on top of simulating its P candidates. The torch-native rows do the same work with
@@ -84,7 +84,7 @@ def time_torch_native(kind: str, popsize: int, dim: int, generations: int) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.bench_strategies``: print the ask + tell overhead per generation
+    """``python -m experiments.bench.strategies``: print the ask + tell overhead per generation
     of each adapter beside torch-native ES and PES; exit code."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--popsize", type=int, default=256)

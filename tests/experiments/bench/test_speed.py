@@ -10,7 +10,7 @@ import torch
 
 import systems
 from estimators.rollout import compiled
-from experiments import bench
+from experiments.bench import speed as bench
 
 
 def test_largest_step_tensor_of_disk_packing_is_the_pair_tensor():
@@ -47,7 +47,7 @@ def test_jax_peer_steps_the_same_double_pendulum():
     import jax.numpy as jnp
     import numpy as np
 
-    from experiments.bench_jax_peer import make_step
+    from experiments.bench.jax_peer import make_step
     system = systems.make("double_pendulum")
     g = torch.Generator().manual_seed(0)
     theta = 0.3 * torch.randn(1, 14, generator=g)

@@ -15,8 +15,8 @@ For each system and each regime in its ``regimes`` (constructor settings), at th
 In a chaotic regime lambda_1 > 0 and the std grows like exp(lambda_1 T) (Metz, Freeman,
 Schoenholz, Kachman 2021, "Gradients are Not All You Need", arXiv 2111.05803).
 
-    python -m experiments.system_report            # full table (~10 min on 2 CPU cores)
-    python -m experiments.system_report --quick    # smoke run (seconds per system)
+    python -m experiments.bench.system_report            # full table (~10 min on 2 CPU cores)
+    python -m experiments.bench.system_report --quick    # smoke run (seconds per system)
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ def format_table(rows: list[Row], cfg: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.system_report [--quick] [SYSTEM ...]``: print the table; exit code."""
+    """``python -m experiments.bench.system_report [--quick] [SYSTEM ...]``: print the table; exit code."""
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

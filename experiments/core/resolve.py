@@ -1,0 +1,167 @@
+"""From what a user types to objects: system names, regimes and ``--set`` overrides, systems in
+a user's file, and devices.
+
+    resolve_system("logistic")                          # 'logistic_map' (an unambiguous prefix)
+    make_system("logistic", "chaotic", {"r": 3.7})      # LogisticMap(r=3.7)
+    load_target("my_system.py:make")                    # whatever make() returns (a System)
+    resolve_device("auto")                              # 'cuda' when available, else 'cpu'
+
+Every failure is a ValueError with a one-line message naming the bad value and the choices.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import systems
+
+__all__ = ["resolve_system", "make_system", "build_system", "parse_overrides", "load_target",
+           "resolve_device", "DEVICES"]
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_system(name: str) -> str:
+    """A registered system name from ``name`` or an unambiguous prefix ("logistic")."""
+    names = list(systems.available())
+    if name in names:
+        return name
+    hits = [n for n in names if n.startswith(name)]
+    if len(hits) == 1:
+        return hits[0]
+    raise ValueError(f"unknown system {name!r}; available: {', '.join(names)}")
+
+
+def build_system(cls: type, regime: str | None = None, overrides: dict | None = None,
+                 what: str | None = None) -> systems.System:
+    """``cls(**regimes[regime], **overrides)``: a system class in one of its named regimes
+    (None: the constructor's defaults) with constructor overrides; ``what`` names it in errors."""
+    what = what or cls.__name__
+    kwargs = {}
+    if regime is not None:
+        regimes = getattr(cls, "regimes", {})
+        if regime not in regimes:
+            raise ValueError(f"unknown regime {regime!r} of {what}; available: "
+                             f"{', '.join(regimes) or 'none'}")
+        kwargs.update(regimes[regime])
+    kwargs.update(overrides or {})
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"cannot build {what} with {kwargs}: {err}") from None
+
+
+def make_system(name: str, regime: str | None = None,
+                overrides: dict | None = None) -> systems.System:
+    """The registered system ``name`` (or prefix) in ``regime`` with ``overrides``."""
+    name = resolve_system(name)
+    return build_system(systems.SYSTEMS.get(name), regime, overrides, name)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """``["r=3.7", "horizon=50"]`` -> ``{"r": 3.7, "horizon": 50}`` (ValueError on bad items)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def _import_file(where: str):
+    path = Path(where)
+    if not path.is_file():
+        raise ValueError(f"no such file: {where!r}")
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"chaosgrad_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load {where!r} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.modules.pop(name, None)
+        raise ValueError(f"importing {where!r} failed: {type(err).__name__}: {err}") from None
+    return module
+
+
+def _import_attr(target: str) -> tuple[Any, str]:
+    where, _, attr = target.rpartition(":")
+    if not attr.isidentifier():
+        raise ValueError(f"{target!r}: expected path/to/file.py:attr or package.module:attr")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _import_file(where)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as err:
+            raise ValueError(f"cannot import {where!r}: {type(err).__name__}: {err}") from None
+    if not hasattr(module, attr):
+        raise ValueError(f"{where!r} has no attribute {attr!r}")
+    return getattr(module, attr), f"{where}:{attr}"
+
+
+def load_target(target: str, *, regime: str | None = None,
+                overrides: dict | None = None) -> systems.System:
+    """The `System` named by ``target``: a registered name or prefix, ``path/to/file.py:attr``
+    or ``package.module:attr`` (a System instance, a System subclass or a zero-argument factory).
+
+    ``regime`` and ``overrides`` apply to registered names and to System subclasses. Every
+    failure is a ValueError with a one-line message.
+    """
+    overrides = dict(overrides or {})
+    if ":" not in target or target in systems.available():
+        try:
+            return make_system(target, regime, overrides)
+        except ValueError as err:
+            if not str(err).startswith("unknown system"):
+                raise
+            raise ValueError(f"{err} (or path/to/file.py:attr, package.module:attr)") from None
+    obj, what = _import_attr(target)
+    if isinstance(obj, type) and issubclass(obj, systems.System):
+        return build_system(obj, regime, overrides, what)
+    if regime is not None or overrides:
+        raise ValueError(f"--regime/--set need a registered name or a System subclass; "
+                         f"{what} is a {type(obj).__name__}")
+    if callable(obj) and not isinstance(obj, systems.System):
+        try:
+            obj = obj()
+        except Exception as err:
+            raise ValueError(f"calling {what}() failed: {type(err).__name__}: {err}") from None
+    if not isinstance(obj, systems.System):
+        raise ValueError(f"{what} is a {type(obj).__name__}, not a systems.System instance or "
+                         "a zero-argument factory returning one")
+    return obj
+
+
+def resolve_device(name: str) -> str:
+    """``"cpu"`` or ``"cuda"`` from ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+
+    Raises:
+        ValueError: for another name, or ``cuda`` on a machine without a CUDA device.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here (use --device cpu)")
+    return name

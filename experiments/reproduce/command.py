@@ -1,0 +1,73 @@
+"""``chaosgrad reproduce [FIGURE ...]``: measure and plot the chosen figures, build the report."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from experiments.core.command import (Command, add_device_argument, add_out_argument,
+                                      recorded_command)
+from experiments.core.report import build_report
+from experiments.core.resolve import resolve_device
+from experiments.core.store import STORE_FILE, ResultsStore
+from experiments.core.sweep import add_backend_arguments, backend_options
+
+from . import fig1, fig2, fig3, fig4
+
+__all__ = ["FIGURES", "add_arguments", "main", "COMMANDS"]
+
+FIGURES = {"fig1": fig1.FIGURE, "fig2": fig2.FIGURE, "fig3": fig3.FIGURE, "fig4": fig4.FIGURE}
+
+
+def _figure_name(name: str) -> str:
+    if name not in (*FIGURES, "all"):
+        raise argparse.ArgumentTypeError(f"unknown figure {name!r}; choose from "
+                                         f"{', '.join([*FIGURES, 'all'])}")
+    return name
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``chaosgrad reproduce``: FIGURE..., ``--quick``, ``--out``, ``--device``."""
+    # validated by `_figure_name`, not `choices`: argparse < 3.12 checks an empty '*' default
+    # against the choices and rejects it
+    p.add_argument("figures", nargs="*", default=[], type=_figure_name,
+                   metavar="FIGURE", help="fig1, fig2, fig3, fig4 or all (default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="small settings (a few minutes on a CPU); default: publication settings")
+    add_out_argument(p)
+    add_device_argument(p, "auto")
+    add_backend_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``chaosgrad reproduce``: measure and plot the chosen figures, build the report; exit code."""
+    chosen = args.figures or ["all"]
+    names = list(FIGURES) if "all" in chosen else list(dict.fromkeys(chosen))
+    device = resolve_device(args.device)
+    backend = backend_options(args)
+    directory = Path(args.out)
+    written, total = [], time.perf_counter()
+    with ResultsStore(directory) as store:
+        store.log_run(recorded_command(args))
+        for name in names:
+            spec = FIGURES[name]
+            cfg = replace(spec.config.quick() if args.quick else spec.config.full(), device=device)
+            before, start = len(store.rows()), time.perf_counter()
+            results = spec.run(cfg, store, **backend)
+            written += spec.plot(results, directory)
+            print(f"{name} ({spec.title}): {len(results['rows'])} cells, "
+                  f"{len(store.rows()) - before} computed now, "
+                  f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    report = build_report(directory)
+    print(f"results: {directory / STORE_FILE}")
+    print(f"figures: {directory / 'figures'} ({', '.join(p.name for p in written)}, "
+          "each with .csv data and .txt caption)")
+    print(f"report:  {report}")
+    print(f"total time: {time.perf_counter() - total:.1f} s", file=sys.stderr)
+    return 0
+
+
+COMMANDS = (Command("reproduce", "the paper's chaos-failure figures (fig1..fig4 or all)",
+                    add_arguments, main),)

@@ -1,0 +1,105 @@
+"""``chaosgrad train`` (one method) and ``chaosgrad compare`` (several): learning curves on equal
+compute into a results directory, their figures and the report."""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import estimators
+import systems
+from experiments.core.command import (Command, add_device_argument, add_out_argument,
+                                      recorded_command)
+from experiments.core.report import build_report
+from experiments.core.resolve import resolve_device, resolve_system
+from experiments.core.store import ResultsStore
+from experiments.core.sweep import add_backend_arguments, backend_options
+
+from .plot import plot
+from .run import DEFAULT_METHODS, QUICK, Config, format_summary, hyper, run, system_of
+
+__all__ = ["add_arguments", "config_from_args", "main", "COMMANDS"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``chaosgrad train`` and ``chaosgrad compare``."""
+    d = Config()
+    p.add_argument("system", help="registered system or an unambiguous prefix (metz)")
+    add_backend_arguments(p)
+    p.add_argument("--method", "--methods", dest="methods", nargs="+", default=None,
+                   help=f"estimators and/or strategies (compare default: {' '.join(DEFAULT_METHODS)})")
+    p.add_argument("--budget", type=int, default=None, help=f"simulated steps per curve (default {d.budget})")
+    p.add_argument("--seeds", type=int, default=None, help=f"seeds per method (default {d.seeds})")
+    p.add_argument("--regime", default=None, help="the system's regime to start in (default: chaotic "
+                   "where the system has one, else regular)")
+    p.add_argument("--horizon", type=int, default=None, help="T (default: the system's)")
+    p.add_argument("--truncation", type=int, default=None, help=f"K (default {d.truncation})")
+    p.add_argument("--sigma", type=float, default=None, help=f"default {d.sigma}")
+    p.add_argument("--pairs", type=int, default=None, help=f"N pairs / keys (default {d.pairs})")
+    p.add_argument("--popsize", type=int, default=None, help=f"strategies' P (default {d.popsize})")
+    p.add_argument("--strategy-sigma", type=float, default=None,
+                   help="strategies' initial step size (default: --sigma)")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr}")
+    p.add_argument("--checkpoints", type=int, default=None, help=f"default {d.checkpoints}")
+    p.add_argument("--eval-episodes", type=int, default=None, help=f"default {d.eval_episodes}")
+    add_out_argument(p)
+    add_device_argument(p, "cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="run the system's step through torch.compile (estimators.rollout.compiled;"
+                        " eager fallback with a warning); wall times exclude compilation, which "
+                        "is reported apart")
+    p.add_argument("--quick", action="store_true", help="small, fast settings (a smoke run)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The validated `Config` of parsed ``train`` / ``compare`` arguments."""
+    system = resolve_system(args.system)
+    if args.command == "train" and (not args.methods or len(args.methods) != 1):
+        raise ValueError("train takes exactly one --method (compare takes several)")
+    regimes = systems.SYSTEMS.get(system).regimes
+    regime = args.regime or ("chaotic" if "chaotic" in regimes else "regular")
+    given = {"methods": tuple(args.methods) if args.methods else None, "budget": args.budget,
+             "seeds": args.seeds, "horizon": args.horizon, "truncation": args.truncation,
+             "sigma": args.sigma, "pairs": args.pairs, "popsize": args.popsize,
+             "strategy_sigma": args.strategy_sigma,
+             "optimizer": args.optimizer, "lr": args.lr, "checkpoints": args.checkpoints,
+             "eval_episodes": args.eval_episodes}
+    base = QUICK if args.quick else Config()
+    cfg = replace(base, system=system, regime=regime, device=resolve_device(args.device),
+                  compile=args.compile, **{k: v for k, v in given.items() if v is not None})
+    for name in ("budget", "seeds", "checkpoints", "eval_episodes"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    T = system_of(cfg).horizon
+    for m in cfg.methods:
+        estimators.make(m, **hyper(cfg, m, T))  # bad names / values fail now
+    return cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    """``chaosgrad train`` / ``compare``: run the learning curves, plot them, build the report."""
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    with ResultsStore(out) as store:
+        store.log_run(recorded_command(args))
+    start = time.perf_counter()
+    results = run(cfg, out, **backend_options(args))
+    prefix = "compare" if args.command == "compare" else f"train_{cfg.methods[0].replace(':', '-')}"
+    figures = plot(results, out, prefix=prefix)
+    print(format_summary(results))
+    print(f"{len(results['rows'])} curves ({results['new']} computed now) in "
+          f"{time.perf_counter() - start:.1f} s; config {asdict(cfg)}")
+    print(f"results: {results['store']}")
+    print(f"figures: {', '.join(str(p) for p in figures)} (+ .csv data, .txt captions)")
+    print(f"report:  {build_report(out)}")
+    return 0
+
+
+COMMANDS = (
+    Command("train", "meta-train a system with one estimator or strategy on a budget of steps",
+            add_arguments, main),
+    Command("compare", "learning curves of several methods on equal compute, into a results dir",
+            add_arguments, main),
+)
