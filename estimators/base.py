@@ -19,6 +19,8 @@ from torch import Tensor
 from systems import System, noise
 from systems.validation import check_int, check_sigma
 
+from .resolution import check_resolution
+
 __all__ = ["Estimate", "Estimator", "finite_estimate", "episode_keys", "perturbations",
            "block_of"]
 
@@ -123,7 +125,6 @@ class Estimator(abc.ABC):
     particles_attr: str = "pairs"  # the hyper-parameter that holds n ("pairs" or "samples")
     min_particles: int = 1  # smallest n
     sigma_may_be_zero: bool = False  # sigma = 0 allowed (pathwise estimators: no smoothing)
-    separable: bool = True  # a block's samples are those rows of the population's estimate
 
     def __init__(self, *, horizon: int | None = None, truncation: int | None = None,
                  pairs: int | None = None, samples: int | None = None,
@@ -153,6 +154,12 @@ class Estimator(abc.ABC):
     def estimate(self, system: System, theta: Tensor, state: Any) -> tuple[Estimate, Any]:
         """One estimate of the gradient at ``theta`` ``[D]`` and the next state."""
 
+    @property
+    def separable(self) -> bool:
+        """Whether a block's samples are those rows of the population's estimate (False for a
+        fitness-shaped ES estimator: the shaping couples every pair of the estimate)."""
+        return getattr(self, "shaping", None) is None
+
     def horizon_for(self, system: System) -> int:
         """T: the ``horizon`` hyper-parameter if given, else the system's default."""
         T = self.horizon if self.horizon is not None else system.horizon
@@ -161,7 +168,12 @@ class Estimator(abc.ABC):
         return T
 
     def check(self, system: System, theta: Tensor) -> Tensor:
-        """Validate the system and ``theta`` and return ``theta`` detached."""
+        """Validate the system and ``theta`` and return ``theta`` detached.
+
+        With a ``sigma`` > 0, also that theta + sigma eps is resolved in theta's dtype
+        (`estimators.resolution.check_resolution`: ValueError naming the smallest usable
+        sigma); checked on every call, because theta moves during training.
+        """
         if not isinstance(system, System):
             raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
         if self.needs_grad and not system.differentiable:
@@ -173,10 +185,14 @@ class Estimator(abc.ABC):
         if theta.shape != (system.param_dim,):
             raise ValueError(f"theta must have shape [{system.param_dim}] for {system.name}, "
                              f"got {list(theta.shape)}")
-        if not bool(torch.isfinite(theta).all()):
+        theta = theta.detach()
+        # one host read for both checks: max |theta| is NaN or inf iff an entry is
+        absmax = float(theta.abs().amax()) if theta.numel() else 0.0
+        if not math.isfinite(absmax):
             raise ValueError("theta contains NaN or inf")
+        check_resolution(getattr(self, "sigma", 0.0), absmax, theta.dtype)
         self.horizon_for(system)
-        return theta.detach()
+        return theta
 
     def seed_tensor(self, seed: Any, theta: Tensor) -> Tensor:
         """The seed as an int64 scalar on theta's device (TypeError for a non-int)."""

@@ -25,6 +25,8 @@ from torch import Tensor
 
 from systems.validation import check_int, check_sigma
 
+from ..resolution import check_resolution
+
 __all__ = ["Strategy", "default_popsize", "isolated_numpy_rng"]
 
 
@@ -63,6 +65,7 @@ class Strategy(abc.ABC):
     online = False       # registry-wide flags shared with `Estimator`
     needs_grad = False
     antithetic = False   # True where P must be even (mirrored halves)
+    working_dtype = torch.float64  # the dtype the library draws candidates in
 
     def __init__(self, sigma: float = 0.1, popsize: int | None = None):
         self.sigma = check_sigma(sigma, allow_zero=False)
@@ -98,11 +101,20 @@ class Strategy(abc.ABC):
 
     # -- the public ask/tell surface -------------------------------------------------------
     def init(self, theta: Tensor, *, seed: int) -> "Strategy":
-        """Start (or restart) the search at ``theta`` ``[D]``; returns ``self``."""
+        """Start (or restart) the search at ``theta`` ``[D]``; returns ``self``.
+
+        Raises a ValueError when the initial ``sigma`` is below the resolution of theta's dtype
+        (or the library's ``working_dtype``, if coarser) at theta
+        (`estimators.resolution.check_resolution`).
+        """
         if not isinstance(theta, Tensor) or not theta.is_floating_point() or theta.ndim != 1:
             raise TypeError(f"theta must be a 1-D floating torch.Tensor, got {theta!r:.60}")
-        if not bool(torch.isfinite(theta).all()):
+        absmax = float(theta.detach().abs().amax()) if theta.numel() else 0.0
+        if not math.isfinite(absmax):
             raise ValueError("theta contains NaN or inf")
+        coarser = max((theta.dtype, self.working_dtype), key=lambda d: torch.finfo(d).eps)
+        check_resolution(self.sigma, absmax, coarser,
+                         suggest_float64=self.working_dtype == torch.float64)
         seed = check_int("seed", seed, low=0)
         self.dim, self.dtype, self.device = theta.shape[0], theta.dtype, theta.device
         self.P = self.popsize or default_popsize(self.dim, even=self.antithetic)

@@ -90,6 +90,8 @@ class Evosax(Strategy):
         params: overrides of the algorithm's default params, e.g. ``{"T": 50, "K": 10}``.
     """
 
+    working_dtype = torch.float32  # evosax draws in JAX's default float32
+
     def __init__(self, name: str, sigma: float = 0.1, popsize: int | None = None,
                  shaping: str | None = None, optimizer: Any = None, lr: float | None = None,
                  params: dict | None = None):
