@@ -4,6 +4,8 @@
 
 An unbiased estimate of grad L_sigma that needs only loss values; both members of a pair share
 the episode key (common random numbers), which removes the system noise from the difference.
+With ``shaping="std"`` or ``"ranks"`` the 2N member losses are shaped first
+(`estimators.shaping`), which makes the estimate scale-free and robust but no longer unbiased.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from systems import System
 from .base import Estimate, Estimator, finite_estimate
 from .full_horizon import full_unroll
 from .registry import register
+from .shaping import check_shaping, shape_losses
 
 __all__ = ["AntitheticES", "AntitheticESState", "antithetic_samples"]
 
@@ -48,10 +51,16 @@ def antithetic_samples(loss_pos: Tensor, loss_neg: Tensor, eps: Tensor, sigma: f
 
 @register("antithetic_es")
 class AntitheticES(Estimator):
-    """Antithetic ES on full unrolls; unbiased for grad L_sigma, no backprop."""
+    """Antithetic ES on full unrolls; unbiased for grad L_sigma, no backprop.
 
-    def __init__(self, pairs: int = 8, sigma: float = 0.1, horizon: int | None = None):
+    ``shaping`` (None, ``"std"``, ``"ranks"``): fitness shaping of the member losses
+    (`estimators.shaping.shape_losses`); a shaped estimate is not unbiased for grad L_sigma.
+    """
+
+    def __init__(self, pairs: int = 8, sigma: float = 0.1, horizon: int | None = None,
+                 shaping: str | None = None):
         super().__init__(horizon=horizon, pairs=pairs, sigma=sigma)
+        self.shaping = check_shaping(shaping)
 
     def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
              population: int | None = None) -> AntitheticESState:
@@ -66,6 +75,7 @@ class AntitheticES(Estimator):
         run = full_unroll(system, theta, state, self.sigma, self.horizon_for(system),
                           antithetic=True)
         loss_pos, loss_neg = run.losses.chunk(2)
-        samples = antithetic_samples(loss_pos, loss_neg, run.eps, self.sigma)
+        samples = antithetic_samples(*shape_losses(loss_pos, loss_neg, self.shaping), run.eps,
+                                     self.sigma)
         est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), run.steps)
         return est, state._replace(count=state.count + 1)

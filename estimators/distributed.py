@@ -14,7 +14,8 @@ perturbations and stagger offset of particle offset_w + i of the full population
 combined samples are those of the single-process run, in the same order (equal up to
 floating-point rounding of batched kernels, which may differ with the batch size). Each shard
 checks that the state it steps is its own block. Estimators whose samples depend on the whole
-population (`Mixed` with a measured alpha: ``separable`` is False) are refused.
+population (`Mixed` with a measured alpha, fitness-shaped ES: ``separable`` is False) are
+refused.
 
 `ShardedRollouts` does the same for ask/tell strategies: the P candidates' episode losses are
 computed in blocks (mirrored halves of antithetic strategies kept together).
@@ -152,7 +153,8 @@ class ShardedEstimator(Estimator):
             raise TypeError(f"estimator must be an Estimator, got {type(estimator).__name__}")
         if not estimator.separable:
             raise ValueError(f"{estimator!r} cannot be sharded: its samples depend on every "
-                             "particle of the population (give Mixed a fixed alpha)")
+                             "particle of the population (give Mixed a fixed alpha; fitness "
+                             "shaping ranks or scales over the whole population)")
         super().__init__(horizon=estimator.horizon, truncation=estimator.truncation)
         self.estimator, self.workers, self.address = estimator, int(workers), address
         self.attr = _population_attr(estimator)

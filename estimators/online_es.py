@@ -8,7 +8,9 @@ perturbation eps'_i; the two parts are weighted separately:
     sample_i = (1/(2 sigma)) [ w_i (L_pre(+) - L_pre(-)) + w'_i (L_post(+) - L_post(-)) ]
 
 where L_pre, L_post are the parts' summed losses divided by K. PES and NRES differ only in
-eps, eps', w, w' and in what they carry to the next window.
+eps, eps', w, w' and in what they carry to the next window. With ``shaping`` the parts are
+shaped first (`estimators.shaping.shape_split`; a window without a restart is shaped exactly as
+`shape_losses` shapes its 2N member losses).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from systems import System
 from .antithetic_es import antithetic_samples
 from .base import Estimate, Estimator, episode_keys, finite_estimate
 from .rollout import Segment, antithetic_rows, stagger_offsets, start_episodes, unroll
+from .shaping import check_shaping, shape_split
 
 __all__ = ["OnlineES", "Directions", "split_window_samples"]
 
@@ -44,14 +47,20 @@ def split_window_samples(pre_pos: Tensor, pre_neg: Tensor, w_pre: Tensor, post_p
 
 
 class OnlineES(Estimator):
-    """Base of PES and NRES: N antithetic pairs with persistent +/- states, K steps per call."""
+    """Base of PES and NRES: N antithetic pairs with persistent +/- states, K steps per call.
+
+    ``shaping`` (None, ``"std"``, ``"ranks"``): fitness shaping of the window's member losses
+    (`estimators.shaping`); a shaped estimate is not unbiased.
+    """
 
     online = True
 
     def __init__(self, truncation: int = 10, pairs: int = 8, sigma: float = 0.1,
-                 horizon: int | None = None, stagger: bool = False):
+                 horizon: int | None = None, stagger: bool = False,
+                 shaping: str | None = None):
         super().__init__(horizon=horizon, truncation=truncation, pairs=pairs, sigma=sigma,
                          stagger=stagger)
+        self.shaping = check_shaping(shaping)
 
     @abc.abstractmethod
     def burn_in_directions(self, seed: Tensor, particle: Tensor, dim: int, dtype) -> Tensor:
@@ -100,8 +109,11 @@ class OnlineES(Estimator):
                      self._keys(state.seed, particle), K, T, theta_next=rows_next)
         pre_pos, pre_neg = (seg.loss_pre / K).chunk(2)
         post_pos, post_neg = (seg.loss_post / K).chunk(2)
+        losses = 0.5 * (pre_pos + pre_neg + post_pos + post_neg)
+        pre_steps = (T - state.t).clamp(max=K)  # a pair restarts after T - t steps
+        pre_pos, pre_neg, post_pos, post_neg = shape_split(pre_pos, pre_neg, post_pos, post_neg,
+                                                           pre_steps, K, self.shaping)
         samples = split_window_samples(pre_pos, pre_neg, dirs.w_pre, post_pos, post_neg,
                                        dirs.w_post, self.sigma)
-        losses = 0.5 * (pre_pos + pre_neg + post_pos + post_neg)
         steps = 2 * particle.shape[0] * K
         return finite_estimate(samples, losses, steps), self.next_state(state, seg, dirs)

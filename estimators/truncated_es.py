@@ -3,7 +3,8 @@
 Each call draws eps_i, starts both members of pair i from particle i's state, advances them K
 steps and returns eps_i (L_w(+) - L_w(-)) / (2 sigma) with L_w the window's mean per-step loss.
 The particle then continues from the positive member's state. Like TruncatedBPTT it ignores the
-effect of theta on the state before the window, so it is biased.
+effect of theta on the state before the window, so it is biased. ``shaping`` shapes the 2N
+member losses of the window first (`estimators.shaping`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from systems import System, tree_cat, tree_index
 from .antithetic_es import antithetic_samples
 from .base import Estimate, Estimator, episode_keys, finite_estimate, perturbations
 from .registry import register
+from .shaping import check_shaping, shape_losses
 from .rollout import antithetic_rows, stagger_offsets, start_episodes, unroll
 
 __all__ = ["TruncatedES", "TruncatedESState"]
@@ -38,14 +40,20 @@ class TruncatedESState(NamedTuple):
 
 @register("truncated_es")
 class TruncatedES(Estimator):
-    """Antithetic ES per window of K steps, both members from a shared state; biased."""
+    """Antithetic ES per window of K steps, both members from a shared state; biased.
+
+    ``shaping`` (None, ``"std"``, ``"ranks"``): fitness shaping of the window's member losses
+    (`estimators.shaping.shape_losses`).
+    """
 
     online = True
 
     def __init__(self, truncation: int = 10, pairs: int = 8, sigma: float = 0.1,
-                 horizon: int | None = None, stagger: bool = False):
+                 horizon: int | None = None, stagger: bool = False,
+                 shaping: str | None = None):
         super().__init__(horizon=horizon, truncation=truncation, pairs=pairs, sigma=sigma,
                          stagger=stagger)
+        self.shaping = check_shaping(shaping)
 
     def init(self, system: System, theta: Tensor, *, seed: int, offset: int = 0,
              population: int | None = None) -> TruncatedESState:
@@ -70,7 +78,8 @@ class TruncatedES(Estimator):
                      tree_cat([state.system, state.system]), state.t.repeat(2),
                      state.episode.repeat(2), lambda ep: episode_keys(state.seed, pair, ep), K, T)
         loss_pos, loss_neg = ((seg.loss_pre + seg.loss_post) / K).chunk(2)
-        samples = antithetic_samples(loss_pos, loss_neg, eps, self.sigma)
+        samples = antithetic_samples(*shape_losses(loss_pos, loss_neg, self.shaping), eps,
+                                     self.sigma)
         est = finite_estimate(samples, 0.5 * (loss_pos + loss_neg), 2 * N * K)
         nxt = state._replace(system=tree_index(seg.state, slice(0, N)), t=seg.t[:N],
                              episode=seg.episode[:N], count=state.count + 1)
