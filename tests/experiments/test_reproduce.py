@@ -1,35 +1,71 @@
-"""`chaosgrad reproduce --quick`: the paper's qualitative claims, checked on the stored quick data.
+"""`chaosgrad reproduce`: the paper's qualitative claims, checked on stored data.
 
-One quick run of all four figures (module fixture, ~2.5 minutes on 2 CPU cores) feeds every test.
-Claims are checked against standard errors (least-squares slope SEs, SEs over seeds), not
-tolerances tuned to the data; "within a factor 10" is the issue's own yardstick.
+Every claim is a function of a figure's stored rows and its config, checked on two runs:
+``tiny``, a small configuration of every figure run through the same `run_fig*` and `plot_fig*`
+(about 20 s on 2 CPU cores; figure 1 on the mass-spring walker alone, whose BPTT unroll is the
+cheaper one, at three horizons), and, marked slow, the ``--quick`` run of ``chaosgrad reproduce
+all`` (both policy rollouts, six horizons; about 2 minutes). Claims are checked against standard errors (least-squares slope SEs, SEs over
+seeds), not tolerances tuned to the data; "within a factor 10" is the issue's own yardstick.
 """
 import math
+from typing import NamedTuple
 
 import pytest
 
 from experiments import cli, reproduce
-from experiments.reproduce import fig2
-from experiments.reproduce import Fig1Config, fit_log_variance, variance_table
 from experiments.core.store import ResultsStore
+from experiments.reproduce import (FIGURES, Fig1Config, Fig2Config, Fig3Config, Fig4Config,
+                                   Rollout, fig2, fit_log_variance, variance_table)
 
-FIG1 = Fig1Config.quick()
 FIGURE_FILES = ["fig1_loss_slices", "fig1_gradient_variance", "fig2_lr_sweep", "fig3_energy_vs_D",
                 "fig3_gradient_variance", "fig4_jacobian_spectra", "fig4_lyapunov_vs_growth"]
 
+TINY = {
+    "fig1": Fig1Config(rollouts=(Rollout("mass_spring_walker", (100, 550, 1000), 100, 0.3,
+                                         (100, 1000), 0.5),),
+                       samples=16, seeds=(0, 1), slice_points=31, slice_keys=2),
+    "fig2": Fig2Config(horizons=(10, 300), learning_rates=(1e-4, 1e-3, 1e-2, 0.1, 0.3, 1.0),
+                       samples=32),
+    "fig3": Fig3Config(diameters=tuple(round(0.8 + 0.05 * i, 4) for i in range(21)),
+                       energy_steps=(25, 200), energy_seeds=(0, 1), steps=(10, 100, 200),
+                       samples=16, seeds=(0, 1, 2)),
+    "fig4": Fig4Config(spectra=(("metz_sgd_momentum", (0, 10, 20, 30, 40)),
+                                ("learned_optimizer", (0, 10, 20, 30, 40))),
+                       trajectories=4, r_values=tuple(round(2.8 + 0.05 * i, 4) for i in range(25)),
+                       lyapunov_steps=300, samples=32, attractor_r=101),
+}
+
+
+class Run(NamedTuple):
+    """A results directory, the config of each figure in it, and its stored rows."""
+
+    directory: object
+    configs: dict
+    rows: list
+
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("reproduce")
+def tiny(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reproduce_tiny")
+    with ResultsStore(directory) as store:
+        for name, cfg in TINY.items():
+            FIGURES[name].plot(FIGURES[name].run(cfg, store, progress=False), directory)
+        return Run(directory, TINY, store.rows())
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("reproduce_quick")
     argv = ["reproduce", "all", "--quick", "--out", str(directory), "--device", "cpu"]
     assert cli.main(argv) == 0
-    return directory
+    with ResultsStore(directory) as store:
+        return Run(directory, {name: f.config.quick() for name, f in FIGURES.items()},
+                   store.rows())
 
 
-@pytest.fixture(scope="module")
-def rows(out):
-    with ResultsStore(out) as store:
-        return store.rows()
+@pytest.fixture(params=["tiny", pytest.param("quick", marks=pytest.mark.slow)])
+def run(request):
+    return request.getfixturevalue(request.param)
 
 
 def _sel(rows, kind, **match):
@@ -63,54 +99,56 @@ def _growth(rows, system, regime, estimator):
 
 # ----------------------------------------------------------------------------- figure 1
 
-@pytest.mark.parametrize("rollout", FIG1.rollouts, ids=lambda r: r.system)
-def test_bptt_log_variance_grows_linearly_with_T_when_chaotic(rows, rollout):
-    system = rollout.system
-    bptt = _fit(rows, system, "chaotic", "bptt")
-    assert bptt.n == len(rollout.horizons) * len(FIG1.seeds)  # nothing non-finite
-    assert bptt.slope > 5 * bptt.se > 0
-    for other in ("antithetic_es", "pes"):
-        fit = _fit(rows, system, "chaotic", other)
-        assert bptt.slope - fit.slope > 5 * math.hypot(bptt.se, fit.se), other
-    # exponential, not just increasing: several decades over the T range
-    span, _ = _decade_span(rows, system, "chaotic", "bptt")
-    assert span > 3
+def test_bptt_log_variance_grows_linearly_with_T_when_chaotic(run):
+    cfg = run.configs["fig1"]
+    for ro in cfg.rollouts:
+        bptt = _fit(run.rows, ro.system, "chaotic", "bptt")
+        assert bptt.n == len(ro.horizons) * len(cfg.seeds), ro.system  # nothing non-finite
+        assert bptt.slope > 5 * bptt.se > 0, ro.system
+        for other in ("antithetic_es", "pes"):
+            fit = _fit(run.rows, ro.system, "chaotic", other)
+            assert bptt.slope - fit.slope > 5 * math.hypot(bptt.se, fit.se), (ro.system, other)
+        # exponential, not just increasing: several decades over the T range
+        span, _ = _decade_span(run.rows, ro.system, "chaotic", "bptt")
+        assert span > 3, ro.system
 
 
-@pytest.mark.parametrize("system", [r.system for r in FIG1.rollouts])
-def test_bptt_variance_stays_bounded_when_regular(rows, system):
-    regular, chaotic = _fit(rows, system, "regular", "bptt"), _fit(rows, system, "chaotic", "bptt")
-    assert chaotic.slope - regular.slope > 5 * math.hypot(chaotic.se, regular.se)
-    rise, se = _growth(rows, system, "regular", "bptt")
-    assert rise + 2 * se < 1  # never more than a factor 10 above its value at the shortest T
+def test_bptt_variance_stays_bounded_when_regular(run):
+    for ro in run.configs["fig1"].rollouts:
+        regular = _fit(run.rows, ro.system, "regular", "bptt")
+        chaotic = _fit(run.rows, ro.system, "chaotic", "bptt")
+        assert chaotic.slope - regular.slope > 5 * math.hypot(chaotic.se, regular.se)
+        rise, se = _growth(run.rows, ro.system, "regular", "bptt")
+        assert rise + 2 * se < 1  # never more than a factor 10 above its value at the shortest T
 
 
-@pytest.mark.parametrize("regime", FIG1.regimes)
-def test_es_variance_stays_within_a_factor_10_across_T_on_the_walker(rows, regime):
-    span, se = _decade_span(rows, "mass_spring_walker", regime, "antithetic_es")
-    assert span + 2 * se < 1
+def test_es_variance_stays_within_a_factor_10_across_T_on_the_walker(run):
+    for regime in run.configs["fig1"].regimes:
+        span, se = _decade_span(run.rows, "mass_spring_walker", regime, "antithetic_es")
+        assert span + 2 * se < 1, regime
 
 
-def test_loss_slices_are_rugged_for_long_T_only(rows):
+def test_loss_slices_are_rugged_for_long_T_only(run):
     def roughness(r):  # total variation of the second differences, per unit of loss range
         y = r["metrics"]["loss"]
         d2 = [y[i + 1] - 2 * y[i] + y[i - 1] for i in range(1, len(y) - 1)]
         return sum(abs(v) for v in d2) / (max(y) - min(y))
-    for ro in FIG1.rollouts:
-        short, long_ = (_sel(rows, "fig1_slice", system=ro.system, T=T)[0]
+    for ro in run.configs["fig1"].rollouts:
+        short, long_ = (_sel(run.rows, "fig1_slice", system=ro.system, T=T)[0]
                         for T in (ro.slice_horizons[0], ro.slice_horizons[-1]))
-        assert roughness(long_) > 5 * roughness(short)
+        assert roughness(long_) > 5 * roughness(short), ro.system
 
 
 # ----------------------------------------------------------------------------- figures 2-4
 
-def test_metz_meta_gradient_explodes_only_at_large_learning_rates(rows):
-    cfg = reproduce.Fig2Config.quick()
+def test_metz_meta_gradient_explodes_only_at_large_learning_rates(run):
+    cfg = run.configs["fig2"]
     T = max(cfg.horizons)
     sweep = {(r["estimator"], r["params"]["eta"]): r["metrics"]
-             for r in _sel(rows, "fig2_sweep", T=T)}
+             for r in _sel(run.rows, "fig2_sweep", T=T)}
     small = [eta for eta in cfg.learning_rates if eta <= 1e-3]
     large = [eta for eta in cfg.learning_rates if eta >= 0.1]
+    assert small and large
     for eta in large:  # tens of orders of magnitude above ES
         assert sweep["bptt", eta]["log10_var"] > sweep["antithetic_es", eta]["log10_var"] + 10
     for eta in small:  # regular: BPTT no noisier than ES
@@ -119,9 +157,9 @@ def test_metz_meta_gradient_explodes_only_at_large_learning_rates(rows):
     assert all(math.isfinite(x) and 0 < x < 10 for x in losses)  # the meta-loss stays bounded
 
 
-def test_disk_packing_pathwise_variance_peaks_above_es(rows):
+def test_disk_packing_pathwise_variance_peaks_above_es(run):
     def table(estimator):
-        sel = _sel(rows, "fig3_variance", estimator=estimator)
+        sel = _sel(run.rows, "fig3_variance", estimator=estimator)
         return {k: (m, s) for k, m, s, _ in variance_table(sel)}
     bptt, es = table("bptt"), table("antithetic_es")
     K = max(bptt, key=lambda k: bptt[k][0])
@@ -129,10 +167,10 @@ def test_disk_packing_pathwise_variance_peaks_above_es(rows):
     assert bptt[K][0] - bptt[min(bptt)][0] > 3 * math.hypot(bptt[K][1], bptt[min(bptt)][1])
 
 
-def test_jacobian_spectra_expand_more_when_chaotic(rows):
-    for name, _ in reproduce.Fig4Config.quick().spectra:
+def test_jacobian_spectra_expand_more_when_chaotic(run):
+    for name, _ in run.configs["fig4"].spectra:
         radius = {r["params"]["regime"]: r["metrics"]["mean_log_radius"]
-                  for r in _sel(rows, "fig4_eigenvalues", system=name)}
+                  for r in _sel(run.rows, "fig4_eigenvalues", system=name)}
         assert radius["chaotic"] > radius["regular"] + 0.1, name
 
 
@@ -145,14 +183,14 @@ def _ols(xs, ys):
     return slope, math.sqrt(rss / (n - 2) / sxx)
 
 
-def test_gradient_growth_rate_follows_the_lyapunov_exponent(rows):
-    horizons = list(reproduce.Fig4Config.quick().horizons)
+def test_gradient_growth_rate_follows_the_lyapunov_exponent(run):
+    horizons = list(run.configs["fig4"].horizons)
     # log std of the gradient of a *mean* loss carries a -ln T term (systems.diagnostics): a
     # known systematic shift of the fitted slope, as large as the slope of ln T over the horizons
     shift = abs(_ols(horizons, [math.log(T) for T in horizons])[0])
-    lyap = {r["params"]["r"]: r["metrics"] for r in _sel(rows, "fig4_lyapunov")}
+    lyap = {r["params"]["r"]: r["metrics"] for r in _sel(run.rows, "fig4_lyapunov")}
     growth = {r["params"]["r"]: _ols(horizons, r["metrics"]["log_std"])
-              for r in _sel(rows, "fig4_growth")}
+              for r in _sel(run.rows, "fig4_growth")}
     chaotic = [r for r, m in lyap.items() if m["lambda_early"] - 3 * m["lambda_early_se"] > 0.2]
     regular = [r for r, m in lyap.items() if m["lambda_early"] + 3 * m["lambda_early_se"] < -0.1]
     assert len(chaotic) >= 5 and len(regular) >= 5
@@ -168,7 +206,8 @@ def test_gradient_growth_rate_follows_the_lyapunov_exponent(rows):
 
 # ----------------------------------------------------------------------------- outputs, CLI
 
-def test_every_figure_has_png_csv_and_caption(out):
+def test_every_figure_has_png_csv_and_caption(run):
+    out = run.directory
     for name in FIGURE_FILES:
         for ext in ("png", "csv", "txt"):
             path = out / "figures" / f"{name}.{ext}"
@@ -178,16 +217,24 @@ def test_every_figure_has_png_csv_and_caption(out):
     assert (out / "results.sqlite").is_file()
 
 
-def test_rerun_computes_nothing_new(out, rows, capsys):
-    with ResultsStore(out) as store:
+def test_cli_rerun_computes_nothing_new(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Fig2Config, "quick", classmethod(lambda cls: TINY["fig2"]))
+    argv = ["reproduce", "fig2", "--quick", "--out", str(tmp_path), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    with ResultsStore(tmp_path) as store:
         before = {r["key"]: r["created"] for r in store.rows()}
-    assert cli.main(["reproduce", "all", "--quick", "--out", str(out), "--device", "cpu"]) == 0
-    with ResultsStore(out) as store:
+    n = len(fig2.cells(TINY["fig2"]))
+    assert len(before) == n
+    assert cli.main(argv) == 0
+    with ResultsStore(tmp_path) as store:
         after = {r["key"]: r["created"] for r in store.rows()}
-        assert len(store.runs()) >= 2
-    assert after == before and len(before) == len(rows)
-    text = capsys.readouterr().out
-    assert f"results: {out / 'results.sqlite'}" in text and "figures:" in text and "report:" in text
+        assert [r["command"] for r in store.runs()] == [" ".join(["chaosgrad", *argv])] * 2
+    assert after == before
+    text = capsys.readouterr()
+    assert f"{n} cells, {n} computed now" in text.err and f"{n} cells, 0 computed now" in text.err
+    assert f"results: {tmp_path / 'results.sqlite'}" in text.out and "figures:" in text.out
+    assert f"report:  {tmp_path / 'report.html'}" in text.out
+    assert (tmp_path / "report.html").is_file()
 
 
 def test_interrupted_run_keeps_finished_cells(tmp_path, monkeypatch):

@@ -64,19 +64,29 @@ def test_cli_compare_and_train(tmp_path, capsys):
     assert "budget" in capsys.readouterr().err
 
 
-def test_compiled_curves_match_eager_and_report_compile_time(tmp_path, capsys):
+COMPILED = train.Config(system="linear_quadratic", regime="regular", methods=("pes",),
+                        budget=1200, seeds=1, checkpoints=2, eval_episodes=8, lr=0.05,
+                        compile=True)
+
+
+def test_compiled_curves_match_eager_and_report_compile_time():
     """--compile changes how the steps run, not what they compute: the same curve up to float32
     rounding, stored as a cell of its own, with the compile time apart from the wall time."""
-    cfg = train.Config(system="linear_quadratic", regime="regular", methods=("pes",),
-                       budget=1200, seeds=1, checkpoints=2, eval_episodes=8, lr=0.05)
-    fast = dataclasses.replace(cfg, compile=True)
-    assert {c.key for c in train.cells(fast)}.isdisjoint(c.key for c in train.cells(cfg))
-    eager = train.train_curve(cfg, "pes", 0).metrics
-    comp = train.train_curve(fast, "pes", 0).metrics
+    eager_cfg = dataclasses.replace(COMPILED, compile=False)
+    assert {c.key for c in train.cells(COMPILED)}.isdisjoint(c.key for c in train.cells(eager_cfg))
+    eager = train.train_curve(eager_cfg, "pes", 0).metrics
+    comp = train.train_curve(COMPILED, "pes", 0).metrics
     assert comp["steps"] == eager["steps"] and "compile_seconds" not in eager
     assert comp["compile_seconds"] > 0 and comp["compile_fallback"] is None
     for a, b in zip(comp["loss"], eager["loss"]):
         assert a == pytest.approx(b, rel=1e-4)
+    rows = [{"estimator": "pes", "metrics": comp}]
+    table = train.format_summary({"config": COMPILED, "summary": train.summarize(COMPILED, rows)})
+    assert "compile s" in table.splitlines()[1]
+
+
+@pytest.mark.slow
+def test_cli_compare_compiled(tmp_path, capsys):
     args = ["compare", "linear", "--regime", "regular", "--methods", "pes", "--budget", "600",
             "--seeds", "1", "--checkpoints", "1", "--eval-episodes", "8", "--compile",
             "--out", str(tmp_path)]
