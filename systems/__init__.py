@@ -23,6 +23,7 @@ from .mujoco import MujocoSystem, make_mujoco
 from .mujoco import MEMBERS as _MUJOCO_MEMBERS
 from .registry import SYSTEMS, Registry, available, make, register
 from .tree import tree_cat, tree_index, tree_leaves, tree_map, tree_where
+from .validation import check_int, check_sigma
 
 SYSTEMS.register_family("mujoco", make_mujoco, example="mujoco:ant", members=_MUJOCO_MEMBERS)
 
@@ -33,6 +34,6 @@ __all__ = [
     "MassSpringWalker", "MujocoSystem",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
-    "check_system", "CheckReport", "Check",
+    "check_system", "CheckReport", "Check", "check_int", "check_sigma",
     "tree_map", "tree_where", "tree_cat", "tree_index", "tree_leaves",
 ]

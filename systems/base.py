@@ -31,6 +31,10 @@ class System(abc.ABC):
         horizon: T, the default number of steps of one episode.
         state_dim: number of state coordinates of one trajectory (for diagnostics).
         differentiable: whether autograd through `step` gives the pathwise gradient.
+        nondifferentiable_reason: why not, when ``differentiable`` is False (shown by the
+            estimators that need a pathwise gradient and by the advisor), else None.
+        state_dtype: the dtype of the state's floating leaves when the system fixes it
+            (MuJoCo's physics is float64 whatever theta's dtype), or None for theta's dtype.
         dt: physical time per step, or None for maps (Lyapunov exponents per unit time).
         regimes: named constructor settings, e.g. ``{"regular": {"r": 3.2}, "chaotic":
             {"r": 3.9}}``, so tests, the CLI and the advisor can move between regimes without
@@ -42,6 +46,8 @@ class System(abc.ABC):
     horizon: int
     state_dim: int
     differentiable: bool = True
+    nondifferentiable_reason: str | None = None
+    state_dtype: torch.dtype | None = None
     dt: float | None = None
     regimes: dict[str, dict] = {"regular": {}}
 

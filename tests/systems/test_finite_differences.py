@@ -32,7 +32,11 @@ def build(name):
     return cls(**kwargs)
 
 
-DIFFERENTIABLE = [n for n in systems.available() if build(n).differentiable]
+# MuJoCo's contact stiffness leaves the 20-step central difference itself off by ~1e-5 (it
+# disagrees with its own half step), so those models are checked in tests/systems/test_mujoco.py
+# over shorter rollouts with a Richardson estimate of the difference's error as the tolerance.
+DIFFERENTIABLE = [n for n in systems.available()
+                  if not n.startswith("mujoco:") and build(n).differentiable]
 
 
 def mean_losses(system, rows, keys):
