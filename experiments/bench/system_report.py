@@ -30,6 +30,7 @@ import torch
 
 import estimators
 import systems
+from experiments.core.resolve import make_system
 
 __all__ = ["Config", "Row", "run", "format_table", "main"]
 
@@ -129,9 +130,8 @@ def bptt_std(system, theta: torch.Tensor, T: int, cfg: Config) -> tuple[float, i
 
 def run_one(name: str, regime: str, cfg: Config) -> Row:
     """One system in one regime."""
-    cls = systems.SYSTEMS.get(name)
-    kwargs = cls.regimes[regime]
-    system = cls(**kwargs)
+    kwargs = systems.SYSTEMS.get(name).regimes[regime]
+    system = make_system(name, regime)
     theta = system.init_params(dtype=F64, device=cfg.device)
     start = time.perf_counter()
     burn_in, steps = _lyapunov_steps(system, theta, cfg)
