@@ -177,7 +177,9 @@ class Estimator(abc.ABC):
         if not isinstance(system, System):
             raise TypeError(f"system must be a systems.System, got {type(system).__name__}")
         if self.needs_grad and not system.differentiable:
-            raise ValueError(f"{self.name} needs a differentiable system; {system.name} is not")
+            why = getattr(system, "nondifferentiable_reason", None)
+            raise ValueError(f"{self.name} needs a differentiable system; pathwise unavailable "
+                             f"on {system.name}" + (f": {why}" if why else ""))
         if not isinstance(theta, Tensor):
             raise TypeError(f"theta must be a torch.Tensor, got {type(theta).__name__}")
         if not theta.is_floating_point():
