@@ -31,7 +31,7 @@ __all__ = ["unrolled_loss"]
 
 
 class _EstimatedLoss(torch.autograd.Function):
-    """``loss`` as a function of ``theta`` whose vector-Jacobian product is ``grad_output * grad``."""
+    """``loss`` as a function of ``theta`` with vector-Jacobian product ``grad_output * grad``."""
 
     @staticmethod
     def forward(theta: Tensor, loss: Tensor, grad: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""estimators.unrolled_loss: the estimator's gradient delivered through autograd by the chain rule."""
+"""estimators.unrolled_loss: the estimator's gradient delivered through autograd (chain rule)."""
 import pytest
 import torch
 
