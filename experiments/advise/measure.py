@@ -239,8 +239,8 @@ def _growth(run: _Run, M: int, reason: str) -> None:
     es_std = []
     for h in hs:
         hp = estimator_kwargs("antithetic_es", horizon=h, n=n, sigma=sigma)
-        d = episode_estimates("antithetic_es", hp, run.system, run.th, _DIAG_SEED + run.seed)
-        d = d.samples
+        d = episode_estimates("antithetic_es", hp, run.system, run.th,
+                              _DIAG_SEED + run.seed).samples
         es_std.append(0.5 * math.log(d.var(0).sum().item()) if d.shape[0] >= 2 else math.nan)
     run.ledger.steps += n * T + 2 * n * sum(hs)
     run.a.growth = {"horizons": gr.horizons.tolist(), "log_std": gr.log_std.tolist(),

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cell", "ResultsStore", "library_version", "STORE_FILE"]
+__all__ = ["Cell", "ResultsStore", "library_version", "environment", "STORE_FILE"]
 
 STORE_FILE = "results.sqlite"
 
