@@ -29,10 +29,18 @@ __all__ = ["resolve_system", "make_system", "build_system", "parse_overrides", "
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def _family_name(name: str) -> bool:
+    """``name`` is ``"prefix:NAME"`` of a registered family (``mujoco:path/to/model.xml``)."""
+    prefix, sep, rest = name.partition(":")
+    return bool(sep and rest) and any(n.partition(":")[0] == prefix
+                                      for n in systems.available() if ":" in n)
+
+
 def resolve_system(name: str) -> str:
-    """A registered system name from ``name`` or an unambiguous prefix ("logistic")."""
+    """A registered system name from ``name`` or an unambiguous prefix ("logistic"); a name of
+    a registered family (``mujoco:path/to/model.xml``) as it is."""
     names = list(systems.available())
-    if name in names:
+    if name in names or _family_name(name):
         return name
     hits = [n for n in names if n.startswith(name)]
     if len(hits) == 1:
@@ -63,7 +71,20 @@ def make_system(name: str, regime: str | None = None,
                 overrides: dict | None = None) -> systems.System:
     """The registered system ``name`` (or prefix) in ``regime`` with ``overrides``."""
     name = resolve_system(name)
-    return build_system(systems.SYSTEMS.get(name), regime, overrides, name)
+    cls = systems.SYSTEMS.get(name)
+    if isinstance(cls, type):
+        return build_system(cls, regime, overrides, name)
+    try:  # a family's factory (mujoco:path/to/model.xml): its regimes are on what it builds
+        system = systems.make(name, **(overrides or {}))
+    except TypeError as err:
+        raise ValueError(f"cannot build {name} with {overrides or {}}: {err}") from None
+    regimes = getattr(system, "regimes", {})
+    if regime is not None and regime not in regimes:
+        raise ValueError(f"unknown regime {regime!r} of {name}; available: "
+                         f"{', '.join(regimes) or 'none'}")
+    if regime is None or not regimes[regime]:
+        return system
+    return systems.make(name, **{**regimes[regime], **(overrides or {})})
 
 
 def _parse_value(text: str) -> Any:
@@ -128,7 +149,7 @@ def load_target(target: str, *, regime: str | None = None,
     failure is a ValueError with a one-line message.
     """
     overrides = dict(overrides or {})
-    if ":" not in target or target in systems.available():
+    if ":" not in target or target in systems.available() or _family_name(target):
         try:
             return make_system(target, regime, overrides)
         except ValueError as err:

@@ -3,6 +3,7 @@ compute into a results directory, their figures and the report."""
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=None, help="T (default: the system's)")
     p.add_argument("--truncation", type=int, default=None, help=f"K (default {d.truncation})")
     p.add_argument("--sigma", type=float, default=None, help=f"default {d.sigma}")
+    p.add_argument("--method-sigma", nargs="+", default=None, metavar="METHOD=SIGMA",
+                   help="a method's own sigma (truncated_es=0.1), overriding --sigma for it")
+    p.add_argument("--shaping", choices=("std", "ranks"), default=None,
+                   help="fitness shaping of the ES family (antithetic_es, truncated_es, pes, "
+                        "nres): returns divided by their std, or centered ranks; a shaped "
+                        "estimate is not an unbiased gradient of L_sigma (default: none)")
     p.add_argument("--pairs", type=int, default=None, help=f"N pairs / keys (default {d.pairs})")
     p.add_argument("--popsize", type=int, default=None, help=f"strategies' P (default {d.popsize})")
     p.add_argument("--strategy-sigma", type=float, default=None,
@@ -53,22 +60,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small, fast settings (a smoke run)")
 
 
+def _method_sigma(items: list[str] | None, methods: tuple[str, ...]) -> tuple:
+    """``["truncated_es=0.1"]`` -> ``(("truncated_es", 0.1),)``; ValueError for a malformed
+    item, a non-positive sigma or a method that is not compared."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            sigma = float(value) if sep else math.nan
+        except ValueError:
+            sigma = math.nan
+        if not sigma > 0 or not math.isfinite(sigma):
+            raise ValueError(f"--method-sigma expects METHOD=SIGMA with SIGMA > 0, got {item!r}")
+        if name not in methods:
+            raise ValueError(f"--method-sigma {item!r}: {name!r} is not one of the methods "
+                             f"({', '.join(methods)})")
+        out[name] = sigma
+    return tuple(out.items())
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The validated `Config` of parsed ``train`` / ``compare`` arguments."""
     system = resolve_system(args.system)
     if args.command == "train" and (not args.methods or len(args.methods) != 1):
         raise ValueError("train takes exactly one --method (compare takes several)")
-    regimes = systems.SYSTEMS.get(system).regimes
+    regimes = getattr(systems.SYSTEMS.get(system), "regimes", {"regular": {}})
     regime = args.regime or ("chaotic" if "chaotic" in regimes else "regular")
     given = {"methods": tuple(args.methods) if args.methods else None, "budget": args.budget,
              "seeds": args.seeds, "horizon": args.horizon, "truncation": args.truncation,
              "sigma": args.sigma, "pairs": args.pairs, "popsize": args.popsize,
              "strategy_sigma": args.strategy_sigma,
              "optimizer": args.optimizer, "lr": args.lr, "checkpoints": args.checkpoints,
-             "eval_episodes": args.eval_episodes}
+             "eval_episodes": args.eval_episodes, "shaping": args.shaping}
     base = QUICK if args.quick else Config()
     cfg = replace(base, system=system, regime=regime, device=resolve_device(args.device),
                   compile=args.compile, **{k: v for k, v in given.items() if v is not None})
+    cfg = replace(cfg, method_sigma=_method_sigma(args.method_sigma, cfg.methods))
     for name in ("budget", "seeds", "checkpoints", "eval_episodes"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")

@@ -36,6 +36,8 @@ class Config:
     horizon: int | None = None   # T (the system's default if None)
     truncation: int = 10         # K of the online estimators
     sigma: float = 0.1           # ES smoothing / strategy initial step size
+    method_sigma: tuple[tuple[str, float], ...] = ()  # per-method sigma overriding ``sigma``
+    shaping: str | None = None   # fitness shaping of the ES family: None, "std" or "ranks"
     pairs: int = 8               # N (pairs of the ES family, keys of BPTT)
     popsize: int | None = 16     # P of the strategies (the library's default if None)
     strategy_sigma: float | None = None  # strategies' initial step size (sigma if None)
@@ -64,12 +66,18 @@ def _unsmoothed(method: str) -> bool:
 
 
 def hyper(cfg: Config, method: str, T: int) -> dict:
-    """The method's hyper-parameters from the config (only those its constructor takes)."""
+    """The method's hyper-parameters from the config (only those its constructor takes).
+
+    sigma: the method's entry of ``method_sigma`` if it has one, else ``strategy_sigma`` (or
+    ``sigma``) for strategies, none for pathwise estimators and ``sigma`` for the rest;
+    ``shaping`` reaches the estimators that take it (the ES family)."""
     sigma = (cfg.strategy_sigma or cfg.sigma) if estimators.is_strategy(method) else cfg.sigma
     if _unsmoothed(method):
         sigma = None  # pathwise estimators: the plain, unsmoothed gradient
+    sigma = dict(cfg.method_sigma).get(method, sigma)
     return estimator_kwargs(method, n=cfg.pairs, truncation=cfg.truncation, sigma=sigma,
-                            popsize=cfg.popsize, budget=max(2, cfg.budget // T))
+                            popsize=cfg.popsize, budget=max(2, cfg.budget // T),
+                            shaping=cfg.shaping)
 
 
 def cells(cfg: Config) -> list[Cell]:
