@@ -23,7 +23,8 @@ _NOT_COMMANDS = {"cli", "core", "bench"}
 _HELP_ORDER = ("list", "table", "curves", "reproduce", "report", "advise", "train", "compare")
 # optional dependencies -> the pyproject extra that installs them
 _EXTRAS = {"cma": "blackbox", "nevergrad": "blackbox", "evosax": "blackbox", "jax": "blackbox",
-           "jaxlib": "blackbox", "ray": "ray", "mujoco": "mujoco", "gymnasium": "mujoco"}
+           "jaxlib": "blackbox", "ray": "ray", "mujoco": "mujoco", "gymnasium": "mujoco",
+           "sklearn": "digits"}
 
 
 def commands() -> list[Command]:

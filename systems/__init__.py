@@ -13,6 +13,7 @@ from .disk_packing import DiskPacking
 from .double_pendulum import DoublePendulum
 from .influence_balancing import InfluenceBalancing
 from .learned_optimizer import LearnedOptimizer
+from .learned_optimizer_digits import LearnedOptimizerDigits
 from .linear_quadratic import LinearQuadratic
 from .logistic_map import LogisticMap
 from .lorenz_fit import LorenzFit
@@ -31,7 +32,7 @@ __all__ = [
     "System", "make", "available", "register", "noise", "Registry", "SYSTEMS",
     "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
     "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
-    "MassSpringWalker", "MujocoSystem",
+    "MassSpringWalker", "LearnedOptimizerDigits", "MujocoSystem",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
     "check_system", "CheckReport", "Check", "check_int", "check_sigma",

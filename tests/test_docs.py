@@ -129,6 +129,14 @@ def test_tutorial_meta_learning():
     assert tbptt > 0.5, out                       # truncated BPTT moves away from it
 
 
+def test_tutorial_lopt_autograd():
+    out = run_tutorial("lopt_autograd.py")
+    before, after, drop, se = (float(v) for v in re.search(
+        r"before (\S+) after (\S+)\s+drop (\S+) \+- (\S+)", out).groups())
+    assert after < before and drop > 4 * se, out
+    assert float(re.findall(r"lr scale (\S+)", out)[-1]) > 1.5, out
+
+
 def test_tutorial_compare(tmp_path):
     out = run_tutorial("compare.py", str(tmp_path))
     rows = {m: (float(a), float(b)) for m, a, b in
