@@ -13,10 +13,12 @@ import systems
 from experiments.core.command import (Command, add_device_argument, add_out_argument,
                                       recorded_command)
 from experiments.core.report import build_report
-from experiments.core.resolve import resolve_device, resolve_system
+from experiments.core.resolve import (parse_overrides, resolve_device, resolve_system,
+                                      system_regimes)
 from experiments.core.store import ResultsStore
 from experiments.core.sweep import add_backend_arguments, backend_options
 
+from .checkpoint import parse_every
 from .plot import plot
 from .run import DEFAULT_METHODS, QUICK, Config, format_summary, hyper, run, system_of
 
@@ -26,7 +28,10 @@ __all__ = ["add_arguments", "config_from_args", "main", "COMMANDS"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``chaosgrad train`` and ``chaosgrad compare``."""
     d = Config()
-    p.add_argument("system", help="registered system or an unambiguous prefix (metz)")
+    p.add_argument("system", help="registered system or an unambiguous prefix (metz), "
+                   "path/to/file.py:attr or package.module:attr")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor override, repeatable (e.g. --set r=3.7)")
     add_backend_arguments(p)
     p.add_argument("--method", "--methods", dest="methods", nargs="+", default=None,
                    help=f"estimators and/or strategies (compare default: {' '.join(DEFAULT_METHODS)})")
@@ -58,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " eager fallback with a warning); wall times exclude compilation, which "
                         "is reported apart")
     p.add_argument("--quick", action="store_true", help="small, fast settings (a smoke run)")
+    p.add_argument("--checkpoint-every", default=None, metavar="SECONDS",
+                   help=f"save each curve's state (theta, optimizer, estimator or strategy, "
+                        f"curve so far) to DIR/checkpoints every SECONDS of work and at the end; "
+                        f"a rerun resumes from it; 0 = after every update, off = never "
+                        f"(default {d.checkpoint_every:g})")
 
 
 def _method_sigma(items: list[str] | None, methods: tuple[str, ...]) -> tuple:
@@ -84,18 +94,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     system = resolve_system(args.system)
     if args.command == "train" and (not args.methods or len(args.methods) != 1):
         raise ValueError("train takes exactly one --method (compare takes several)")
-    regimes = getattr(systems.SYSTEMS.get(system), "regimes", {"regular": {}})
-    regime = args.regime or ("chaotic" if "chaotic" in regimes else "regular")
+    regimes = system_regimes(system)
+    regime = args.regime or next((r for r in ("chaotic", "regular") if r in regimes),
+                                 next(iter(regimes)))
     given = {"methods": tuple(args.methods) if args.methods else None, "budget": args.budget,
              "seeds": args.seeds, "horizon": args.horizon, "truncation": args.truncation,
              "sigma": args.sigma, "pairs": args.pairs, "popsize": args.popsize,
              "strategy_sigma": args.strategy_sigma,
              "optimizer": args.optimizer, "lr": args.lr, "checkpoints": args.checkpoints,
-             "eval_episodes": args.eval_episodes, "shaping": args.shaping}
+             "eval_episodes": args.eval_episodes, "shaping": args.shaping,
+             "overrides": tuple(parse_overrides(args.set).items()) or None}
     base = QUICK if args.quick else Config()
     cfg = replace(base, system=system, regime=regime, device=resolve_device(args.device),
                   compile=args.compile, **{k: v for k, v in given.items() if v is not None})
     cfg = replace(cfg, method_sigma=_method_sigma(args.method_sigma, cfg.methods))
+    if args.checkpoint_every is not None:  # "off" is None: not a default to fill in
+        cfg = replace(cfg, checkpoint_every=parse_every(args.checkpoint_every))
     for name in ("budget", "seeds", "checkpoints", "eval_episodes"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")

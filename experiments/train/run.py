@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from experiments.core.measure import episode_losses, estimator_kwargs
 from experiments.core.resolve import make_system
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult, run_cells
+
+from . import checkpoint
 
 __all__ = ["Config", "QUICK", "DEFAULT_METHODS", "system_of", "hyper", "cells", "train_curve",
            "run", "summarize", "format_summary"]
@@ -48,6 +51,8 @@ class Config:
     eval_seed: int = 1_000_003
     device: str = "cpu"
     compile: bool = False        # run the system's step through estimators.rollout.compiled
+    overrides: tuple[tuple[str, object], ...] = ()  # --set key=value: constructor arguments
+    checkpoint_every: float | None = 300.0  # seconds of work between checkpoints; None: none
 
 
 QUICK = Config(budget=30_000, seeds=2, checkpoints=6, eval_episodes=64)
@@ -55,7 +60,7 @@ QUICK = Config(budget=30_000, seeds=2, checkpoints=6, eval_episodes=64)
 
 def system_of(cfg: Config) -> systems.System:
     """The config's system in its regime (with ``horizon`` when set)."""
-    overrides = {} if cfg.horizon is None else {"horizon": cfg.horizon}
+    overrides = {**dict(cfg.overrides), **({} if cfg.horizon is None else {"horizon": cfg.horizon})}
     return make_system(cfg.system, cfg.regime, overrides)
 
 
@@ -92,50 +97,82 @@ def cells(cfg: Config) -> list[Cell]:
             params.update(optimizer=cfg.optimizer, lr=cfg.lr)
         if cfg.compile:  # same losses up to rounding, other wall times: a cell of its own
             params["compile"] = True
+        if cfg.overrides:  # only when given, so plain runs keep their cell keys
+            params["set"] = dict(cfg.overrides)
         out += [Cell("train", cfg.system, m, params, seed) for seed in range(cfg.seeds)]
     return out
 
 
-def _strategy_stepper(strategy, system, device, seed: int, T: int):
-    base = torch.tensor([seed], dtype=torch.int64, device=device)
-    count = [0]
+class _StrategyStepper:
+    """One generation of an ask/tell strategy; its state is the strategy's and a key counter."""
 
-    def generation():
-        x = strategy.ask()
-        keys = systems.noise.fold(base, _TRAIN_KEYS, count[0]).expand(x.shape[0])
-        count[0] += 1
+    def __init__(self, strategy, system, device, seed: int, T: int):
+        self.strategy, self.system, self.T = strategy, system, T
+        self.base = torch.tensor([seed], dtype=torch.int64, device=device)
+        self.count = 0
+
+    def __call__(self):
+        x = self.strategy.ask()
+        keys = systems.noise.fold(self.base, _TRAIN_KEYS, self.count).expand(x.shape[0])
+        self.count += 1
         with torch.no_grad():
-            losses = episode_losses(system, x, keys, T)
-        strategy.tell(losses)
-        return strategy.mean, x.shape[0] * T
-    return generation
+            losses = episode_losses(self.system, x, keys, self.T)
+        self.strategy.tell(losses)
+        return self.strategy.mean, x.shape[0] * self.T
+
+    def state_dict(self, name: str) -> dict:
+        return {"count": self.count, "strategy": checkpoint.pack_strategy(self.strategy, name)}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.count = saved["count"]
+        self.strategy.load_state_dict(checkpoint.unpack_strategy(saved["strategy"]))
 
 
-def _estimator_stepper(cfg: Config, est, system, theta0: torch.Tensor, seed: int):
-    theta = torch.nn.Parameter(theta0.clone())
-    opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer]([theta], lr=cfg.lr)
-    state = [est.init(system, theta.detach(), seed=seed)]
+class _EstimatorStepper:
+    """One ``torch.optim`` step on an estimate; its state is theta, the optimizer's state and
+    the estimator's (e.g. PES's particles)."""
 
-    def update():
-        e, state[0] = est.estimate(system, theta.detach(), state[0])
+    def __init__(self, cfg: Config, est, system, theta0: torch.Tensor, seed: int):
+        self.est, self.system = est, system
+        self.theta = torch.nn.Parameter(theta0.clone())
+        self.opt = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[cfg.optimizer](
+            [self.theta], lr=cfg.lr)
+        self.state = est.init(system, self.theta.detach(), seed=seed)
+
+    def __call__(self):
+        e, self.state = self.est.estimate(self.system, self.theta.detach(), self.state)
         if e.ok and bool(torch.isfinite(e.grad).all()):  # an all-non-finite estimate: no step
-            opt.zero_grad()
-            theta.grad = e.grad.to(theta.dtype)
-            opt.step()
-        return theta.detach(), e.steps
-    return update
+            self.opt.zero_grad()
+            self.theta.grad = e.grad.to(self.theta.dtype)
+            self.opt.step()
+        return self.theta.detach(), e.steps
+
+    def state_dict(self, name: str) -> dict:
+        return {"theta": self.theta.detach().clone(), "optimizer": self.opt.state_dict(),
+                "estimator": checkpoint.pack_state(self.state)}
+
+    def load_state_dict(self, saved: dict) -> None:
+        with torch.no_grad():
+            self.theta.copy_(saved["theta"])
+        self.opt.load_state_dict(saved["optimizer"])
+        self.state = checkpoint.unpack_state(saved["estimator"], self.state)
 
 
 def _stepper(cfg: Config, method: str, system, theta0: torch.Tensor, seed: int, T: int):
-    """A function doing one update: returns (theta after it, steps it simulated)."""
+    """A callable doing one update (returns theta after it and the steps it simulated), with
+    ``state_dict(name)`` / ``load_state_dict`` for checkpoints."""
     made = estimators.make(method, **hyper(cfg, method, T))
     if estimators.is_strategy(method):
-        return _strategy_stepper(made.init(theta0, seed=seed), system, theta0.device, seed, T)
-    return _estimator_stepper(cfg, made, system, theta0, seed)
+        return _StrategyStepper(made.init(theta0, seed=seed), system, theta0.device, seed, T)
+    return _EstimatorStepper(cfg, made, system, theta0, seed)
 
 
-def train_curve(cfg: Config, method: str, seed: int) -> CellResult:
-    """One learning curve: L(theta) at evenly spaced step counts up to ``cfg.budget``."""
+def train_curve(cfg: Config, method: str, seed: int,
+                checkpoint_file: str | Path | None = None) -> CellResult:
+    """One learning curve: L(theta) at evenly spaced step counts up to ``cfg.budget``.
+
+    With ``checkpoint_file``, the curve resumes from the checkpoint there (if any) and saves
+    one every ``cfg.checkpoint_every`` seconds of work and at the end (`checkpoint`)."""
     torch.manual_seed(seed)  # nothing draws from it; fixed in case a library does
     system = system_of(cfg)
     T = system.horizon
@@ -152,6 +189,29 @@ def train_curve(cfg: Config, method: str, seed: int) -> CellResult:
     step = _stepper(cfg, method, runner, theta, seed, T)
     curve = {"steps": [], "seconds": [], "loss": []}
     steps, seconds, compiling, k = 0, 0.0, 0.0, 0
+    if cfg.checkpoint_every is None:
+        checkpoint_file = None
+    if checkpoint_file is not None:
+        try:  # a state that cannot be saved is said now, not after the work
+            step.state_dict(method)
+        except checkpoint.CheckpointError as err:
+            warnings.warn(f"{err}: this curve runs without checkpoints (killed, it restarts "
+                          f"from the beginning)", stacklevel=2)
+            checkpoint_file = None
+    if checkpoint_file is not None:
+        saved = checkpoint.load(checkpoint_file, cfg.device)
+        if saved is not None:
+            step.load_state_dict(saved["stepper"])
+            steps, seconds, compiling, k = (saved[n] for n in ("steps", "seconds",
+                                                              "compiling", "k"))
+            curve, theta = saved["curve"], saved["theta"].to(theta.dtype)
+
+    def save():
+        checkpoint.save(checkpoint_file, {"steps": steps, "seconds": seconds, "k": k,
+                                          "compiling": compiling, "curve": curve,
+                                          "theta": theta.detach().clone(),
+                                          "stepper": step.state_dict(method)})
+    last_save = time.perf_counter()
     while k < len(grid):
         while k < len(grid) and steps >= grid[k]:
             for name, v in zip(curve, (steps, seconds, evaluate(theta))):
@@ -166,6 +226,12 @@ def train_curve(cfg: Config, method: str, seed: int) -> CellResult:
             seconds += time.perf_counter() - start - spent
             compiling += spent
             steps += used
+            due = time.perf_counter() - last_save >= (cfg.checkpoint_every or 0.0)
+            if checkpoint_file is not None and due:
+                save()
+                last_save = time.perf_counter()
+    if checkpoint_file is not None:
+        save()
     curve.update(theta=theta.tolist(), final_loss=curve["loss"][-1])
     if cfg.compile:
         curve.update(compile_seconds=compiling, compile_fallback=runner.fallback)
@@ -180,7 +246,8 @@ def run(cfg: Config, directory: str | Path = "results", progress: bool | None = 
     todo = cells(cfg)
     with ResultsStore(directory) as store:
         new = sum(not store.done(c) for c in todo)
-        rows = run_cells(store, todo, lambda c: train_curve(cfg, c.estimator, c.seed),
+        rows = run_cells(store, todo, lambda c: train_curve(
+            cfg, c.estimator, c.seed, checkpoint.checkpoint_path(directory, c)),
                          desc=f"train {cfg.system}", progress=progress, **backend)
         path = store.path
     return {"config": cfg, "rows": rows, "new": new, "summary": summarize(cfg, rows),

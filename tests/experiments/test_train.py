@@ -103,7 +103,7 @@ def test_every_config_option_of_the_command_line_reaches_the_config():
               "horizon": 30, "truncation": 5, "sigma": 0.2, "pairs": 4, "popsize": 6,
               "strategy_sigma": 0.5, "optimizer": "sgd", "lr": 0.3, "checkpoints": 4,
               "eval_episodes": 12, "device": "cpu", "compile": True, "shaping": "ranks",
-              "method_sigma": ["pes=0.05"]}
+              "method_sigma": ["pes=0.05"], "checkpoint_every": 7.5}
     parsed = {"method_sigma": (("pes", 0.05),)}  # METHOD=SIGMA items as (name, sigma) pairs
     compare = argparse.ArgumentParser()
     train.add_arguments(compare)
