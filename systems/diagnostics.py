@@ -292,20 +292,7 @@ def gradient_growth_rate(system: System, theta: Tensor, *, horizons: Sequence[in
         raise ValueError(f"need at least two distinct horizons, got {list(horizons)}")
     n = check_int("samples", samples, 2)
     rows = _rows(system, theta, n).requires_grad_()
-    keys = _keys(seed, n, rows.device)
-    grads = {}
-    with torch.enable_grad():
-        state = system.init_state(rows, keys)
-        total = rows.new_zeros(n)
-        for j in range(max(hs)):
-            state, loss = system.step(rows, state, torch.full_like(keys, j), keys)
-            total = total + loss
-            if j + 1 in hs:
-                grads[j + 1] = total / (j + 1)
-        for h, mean_loss in grads.items():
-            (g,) = torch.autograd.grad(mean_loss.sum(), rows, retain_graph=True,
-                                       allow_unused=True)
-            grads[h] = torch.zeros_like(rows) if g is None else g.detach()
+    grads = _pathwise_grads(system, rows, _keys(seed, n, rows.device), hs)
     log_std, dropped = [], []
     for h in hs:
         g = grads[h][torch.isfinite(grads[h]).all(dim=1)]
@@ -313,13 +300,37 @@ def gradient_growth_rate(system: System, theta: Tensor, *, horizons: Sequence[in
         std = g.var(0).sum().sqrt() if g.shape[0] > 1 else rows.new_tensor(float("nan"))
         log_std.append(std.log())
     log_std_t = torch.stack(log_std).detach()
-    x = torch.tensor(hs, dtype=rows.dtype, device=rows.device)
-    ok = torch.isfinite(log_std_t)
-    slope = intercept = float("nan")
-    if int(ok.sum()) >= 2 and x[ok].unique().numel() >= 2:
-        xc = x[ok] - x[ok].mean()
-        slope_t = (xc * (log_std_t[ok] - log_std_t[ok].mean())).sum() / (xc**2).sum()
-        slope, intercept = float(slope_t), float(log_std_t[ok].mean() - slope_t * x[ok].mean())
+    slope, intercept = _line_fit(torch.tensor(hs, dtype=rows.dtype, device=rows.device), log_std_t)
     return GradientGrowth(torch.tensor(hs, dtype=torch.int64, device=rows.device), log_std_t,
                           slope, intercept,
                           torch.tensor(dropped, dtype=torch.int64, device=rows.device))
+
+
+def _pathwise_grads(system: System, rows: Tensor, keys: Tensor, hs: list[int]) -> dict[int, Tensor]:
+    """Per-row gradients ``[B, D]`` of the mean loss over the first T steps, for each T in hs,
+    from one unroll to max(hs) (row i of theta drives only row i's losses)."""
+    means = {}
+    with torch.enable_grad():
+        state = system.init_state(rows, keys)
+        total = rows.new_zeros(rows.shape[0])
+        for j in range(max(hs)):
+            state, loss = system.step(rows, state, torch.full_like(keys, j), keys)
+            total = total + loss
+            if j + 1 in hs:
+                means[j + 1] = total / (j + 1)
+        grads = {}
+        for h, mean_loss in means.items():
+            (g,) = torch.autograd.grad(mean_loss.sum(), rows, retain_graph=True,
+                                       allow_unused=True)
+            grads[h] = torch.zeros_like(rows) if g is None else g.detach()
+    return grads
+
+
+def _line_fit(x: Tensor, y: Tensor) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of y on x over the finite y (NaN, NaN if < 2 points)."""
+    ok = torch.isfinite(y)
+    if int(ok.sum()) < 2 or x[ok].unique().numel() < 2:
+        return float("nan"), float("nan")
+    xc = x[ok] - x[ok].mean()
+    slope = (xc * (y[ok] - y[ok].mean())).sum() / (xc**2).sum()
+    return float(slope), float(y[ok].mean() - slope * x[ok].mean())
