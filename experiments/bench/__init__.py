@@ -9,6 +9,8 @@ Each is ``python -m experiments.bench.<name> [--help]`` with a ``main(argv) -> e
 - `strategies`: ask + tell overhead per generation of every strategy adapter;
 - `system_report`: Lyapunov exponents and BPTT gradient spread of every registered system;
 - `commands`: wall time of the quick ``chaosgrad`` commands against their targets.
+- `lopt_digits`: inner steps/s of the digits learned-optimizer task (eager, compiled) and
+  the wall time of one PES estimate.
 
 They use the public API of `systems` and `estimators` and the experiments' core; no command
 imports them.

@@ -15,10 +15,14 @@ counts, L(theta) is the mean per-step loss over ``eval_episodes`` full episodes 
 evaluation keys (their own seed), not counted in the budget nor in the wall time. Each
 (method, seed) curve is one cell (kind "train") of the results store, so reruns skip it.
 
-Modules: `run` (settings, one curve, the summary), `plot` (the figures), `command` (the two
-subcommands).
+Each curve keeps a checkpoint in ``DIR/checkpoints`` (every ``checkpoint_every`` seconds of work
+and at its end), and a rerun after a kill resumes it to the same curve (`checkpoint`).
+
+Modules: `run` (settings, one curve, the summary), `checkpoint` (atomic save, weights_only
+load), `plot` (the figures), `command` (the two subcommands).
 """
-from .command import COMMANDS, add_arguments, config_from_args, main
+from . import command, lopt_eval
+from .command import add_arguments, config_from_args, main
 from .plot import plot
 from .run import (DEFAULT_METHODS, QUICK, Config, cells, format_summary, hyper, run, summarize,
                   system_of, train_curve)
@@ -26,3 +30,5 @@ from .run import (DEFAULT_METHODS, QUICK, Config, cells, format_summary, hyper, 
 __all__ = ["Config", "QUICK", "DEFAULT_METHODS", "run", "summarize", "plot", "train_curve",
            "cells", "hyper", "system_of", "format_summary", "config_from_args", "add_arguments",
            "main", "COMMANDS"]
+
+COMMANDS = command.COMMANDS + lopt_eval.COMMANDS
