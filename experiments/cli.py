@@ -4,16 +4,30 @@ Every module or package of `experiments` outside the core and the benchmarks tha
 ``COMMANDS`` (a tuple of `experiments.core.command.Command`) is a subcommand: this file finds
 them, gives each a subparser, and turns bad input into a one-line error with exit code 2 (never
 a traceback). Adding a command is adding its module; nothing here names it.
+
+Any exception that escapes a command is one line and exit code 2: bad input as it is, an error
+raised by the user's own system with its file and line, running out of memory with what to
+reduce, a ``SystemExit`` from user code as an error (`experiments.core.errors.describe`).
+``--debug`` (or ``CHAOSGRAD_DEBUG=1``) shows the full traceback instead. A command that fails
+before storing anything leaves no ``--out`` directory it created behind.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import shutil
+import sqlite3
 import sys
+import traceback
+from contextlib import closing
+from pathlib import Path
 
 import experiments
 from experiments.core.command import Command
+from experiments.core.errors import DEBUG_ENV, describe, location
+from experiments.core.store import STORE_FILE
 
 __all__ = ["main", "build_parser", "commands"]
 
@@ -48,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``chaosgrad`` parser with one subparser per command."""
     p = _Parser(prog="chaosgrad", description="Compare gradient estimators on iterated "
                 "dynamical systems (BPTT, truncated BPTT, ES, PES, NRES).")
+    p.add_argument("--debug", action="store_true",
+                   help=f"show the full traceback of an error (also: {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in commands():
         s = sub.add_parser(command.name, help=command.help, description=command.help)
         command.add_arguments(s)
+        s.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help=f"show the full traceback of an error (also: {DEBUG_ENV}=1)")
         s.set_defaults(func=command.main)
     return p
 
@@ -65,25 +83,68 @@ def _missing_extra(err: ModuleNotFoundError) -> str | None:
             f"pip install 'chaosgrad[{extra}]' (or pip install -e '.[{extra}]')")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``chaosgrad ARGV`` (default ``sys.argv[1:]``); returns the exit code (2 on bad input)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv  # what commands record as their command line
+def _stored_nothing(directory: Path) -> bool:
+    """Whether ``directory`` holds nothing but an empty results store (and empty folders)."""
+    for path in directory.rglob("*"):
+        if path.is_dir():
+            continue
+        if not path.name.startswith(STORE_FILE):
+            return False
+    store = directory / STORE_FILE
+    if not store.exists():
+        return True
+    try:
+        with closing(sqlite3.connect(store, timeout=5)) as conn:
+            return conn.execute("SELECT COUNT(*) FROM cells").fetchone()[0] == 0
+    except sqlite3.Error:
+        return False
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False)) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _error(message: str) -> int:
+    print(f"chaosgrad: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError) as err:  # bad input: one line, exit code 2, no traceback
-        print(f"chaosgrad: error: {err}", file=sys.stderr)
-        return 2
+        if _debug(args):
+            traceback.print_exc()
+        # a bad value names itself; one raised by the user's code also says where
+        message, where = str(err), location(err)
+        file_line = where.removeprefix(" (at ").split(" in ")[0]
+        return _error(message if file_line in message else message + where)
     except ModuleNotFoundError as err:  # an optional dependency: say which extra brings it
-        message = _missing_extra(err)
-        if message is None:
-            raise
-        print(f"chaosgrad: error: {message}", file=sys.stderr)
-        return 2
+        if _debug(args):
+            traceback.print_exc()
+        return _error(_missing_extra(err) or describe(err))
     except KeyboardInterrupt:
         print("chaosgrad: interrupted; finished cells are saved, rerun to resume", file=sys.stderr)
         return 130
+    except (Exception, SystemExit) as err:  # noqa: BLE001 -- every escape is one line
+        if _debug(args):
+            traceback.print_exc()
+        return _error(describe(err) + ("" if _debug(args) else
+                                       f" (--debug or {DEBUG_ENV}=1 for the traceback)"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``chaosgrad ARGV`` (default ``sys.argv[1:]``); returns the exit code (2 on bad input
+    and on any error, 130 when interrupted)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = [a for a in argv if a != "--debug"]  # what commands record as their command line
+    out = Path(args.out) if getattr(args, "out", None) else None
+    fresh = out is not None and not out.exists()
+    code = _run(args)
+    if code != 0 and fresh and out.is_dir() and _stored_nothing(out):
+        shutil.rmtree(out, ignore_errors=True)  # a rejected command leaves nothing behind
+    return code
 
 
 if __name__ == "__main__":

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 import torch
 
 import estimators
-import systems
 from experiments.core.command import Command
 from experiments.core.measure import episode_estimates, estimator_kwargs
-from experiments.core.resolve import make_system
+from experiments.core.resolve import make_system, parse_overrides, resolve_system, system_regimes
 from experiments.core.stats import pair_stats
 
 __all__ = ["Config", "Row", "run", "format_table", "add_arguments", "main", "COMMANDS"]
@@ -51,6 +50,7 @@ class Config:
     ref_pairs: int = 32768
     seed: int = 0
     device: str = "cpu"
+    overrides: tuple[tuple[str, object], ...] = ()  # --set key=value (constructor arguments)
 
 
 @dataclass
@@ -103,7 +103,7 @@ def measure_row(name: str, cfg: Config, system, theta, ref, ref_se) -> Row:
 
 def run(cfg: Config, progress=None) -> dict:
     """Measure every estimator of ``cfg``; returns the reference and one `Row` per estimator."""
-    system = make_system(cfg.system, cfg.regime)
+    system = make_system(cfg.system, cfg.regime, dict(cfg.overrides))
     theta = system.init_params(dtype=torch.float64, device=cfg.device)
     ref, ref_se, how = reference(cfg, system, theta)
     rows = []
@@ -133,7 +133,14 @@ def format_table(result: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of ``chaosgrad table``."""
-    p.add_argument("--systems", nargs="+", default=["linear_quadratic", "logistic_map", "influence_balancing"])
+    p.add_argument("--systems", nargs="+", default=["linear_quadratic", "logistic_map",
+                                                     "influence_balancing"],
+                   help="registered systems (or prefixes), path/to/file.py:attr or "
+                        "package.module:attr")
+    p.add_argument("--regime", nargs="+", default=None,
+                   help="regimes to tabulate (default: every regime of each system)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor override of every system, repeatable (e.g. --set r=3.7)")
     p.add_argument("--estimators", nargs="+", default=DEFAULT_ESTIMATORS)
     p.add_argument("--horizon", type=int, default=20)
     p.add_argument("--truncation", type=int, default=5)
@@ -149,13 +156,31 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     draws = 256 if args.quick else args.draws
-    jobs = [(s, r) for s in args.systems for r in systems.SYSTEMS.get(s).regimes]
+    overrides = parse_overrides(args.set)
+    jobs = []
+    for name in args.systems:
+        name = resolve_system(name)
+        known = system_regimes(name)
+        for r in args.regime or known:
+            if r not in known:
+                raise ValueError(f"unknown regime {r!r} of {name}; available: {', '.join(known)}")
+            jobs.append((name, r))
     for name in args.estimators:
         estimators.ESTIMATORS.get(name)
+    for system, regime in jobs:  # bad --set values and unresolvable sigmas fail before any work
+        built = make_system(system, regime, overrides)
+        theta = built.init_params(dtype=torch.float64)
+        for name in args.estimators:
+            est = estimators.make(name, **estimator_kwargs(
+                name, horizon=args.horizon, n=args.pairs, truncation=args.truncation,
+                sigma=args.sigma))
+            if built.differentiable or not est.needs_grad:
+                est.check(built, theta)
     with tqdm(total=len(jobs) * len(args.estimators), unit="cell", desc="table") as bar:
         for system, regime in jobs:
             cfg = Config(system, regime, tuple(args.estimators), args.horizon, args.truncation,
-                         args.sigma, args.pairs, draws, 8 * draws, args.seed)
+                         args.sigma, args.pairs, draws, 8 * draws, args.seed,
+                         overrides=tuple(overrides.items()))
             result = run(cfg, progress=bar)
             tqdm.write(format_table(result) + "\n")
     return 0

@@ -8,14 +8,14 @@ import torch
 
 from experiments.core.command import Command, add_out_argument
 from experiments.core.report import build_report
-from experiments.core.resolve import load_target, parse_overrides
+from experiments.core.resolve import NO_REGIME, load_target, parse_overrides
 from experiments.core.store import Cell, ResultsStore
 
 from .advisor import advise
 from .model import F64, Advice
 from .render import format_advice, plot
 
-__all__ = ["command_line", "add_arguments", "main", "COMMANDS"]
+__all__ = ["command_line", "figure_tag", "add_arguments", "main", "COMMANDS"]
 
 
 def _cell(a: Advice, args: argparse.Namespace) -> Cell:
@@ -58,6 +58,18 @@ def command_line(args: argparse.Namespace) -> list[str]:
     return argv + ["--out", str(args.out), "--seed", str(args.seed)]
 
 
+def figure_tag(args: argparse.Namespace) -> str:
+    """What tells apart advice on one system in figure names, readable: the regime (or
+    ``default``), each ``--set`` item, ``T<horizon>`` and ``theta`` when given
+    (``chaotic_a1.3_T80``)."""
+    parts = [args.regime or NO_REGIME, *(item.replace("=", "") for item in args.set)]
+    if args.horizon is not None:
+        parts.append(f"T{args.horizon}")
+    if args.theta is not None:
+        parts.append("theta" + "_".join(f"{x:g}" for x in args.theta))
+    return "_".join(parts)
+
+
 def main(args: argparse.Namespace) -> int:
     """``chaosgrad advise``: check the system, measure, print and store the advice."""
     if args.seed < 0:
@@ -71,8 +83,7 @@ def main(args: argparse.Namespace) -> int:
         store.log_run(command_line(args))
         cell = _cell(advice, args)
         store.put(cell, asdict(advice), steps=advice.steps_used, seconds=advice.seconds)
-    plain = args.regime is not None and not args.set and args.theta is None
-    plot(advice, args.out, args.regime if plain else cell.key[:8])
+    plot(advice, args.out, figure_tag(args))
     print(f"report: {build_report(args.out)}")
     return 0
 

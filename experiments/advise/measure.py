@@ -172,8 +172,15 @@ def _sigma_grid(run: _Run, M: int, sigmas) -> dict[float, Draws]:
         grid[s] = Draws("antithetic_es", "es", {"sigma": s}, got.samples, got.nonfinite,
                         2 * M * run.T, time.perf_counter() - t0)
     if not any(d.nonfinite == 0 and d.samples.shape[0] >= 2 for d in grid.values()):
-        raise ValueError("no ES draw could be measured: every sigma in "
-                         f"{list(sigmas)} gave non-finite losses or did not fit the budget")
+        bad = ", ".join(f"{d.nonfinite} of {d.nonfinite + d.samples.shape[0]} at sigma = {s:g}"
+                        for s, d in grid.items())
+        raise ValueError(
+            "no recommendation: no sigma gave all-finite ES draws "
+            + (f"(non-finite: {bad}); the trajectories diverge: try a shorter horizon "
+               "(--horizon), a theta where the system stays bounded (--theta) or smaller sigmas"
+               if grid else f"(the draws at every sigma of {list(sigmas)} did not fit the budget): "
+               "give more budget "
+               "(--budget / --time) or a shorter horizon (--horizon)"))
     run.a.sigma, run.a.sigma_grid = choose_sigma({s: (d.samples, d.nonfinite)
                                                   for s, d in grid.items()})
     return grid
@@ -189,14 +196,19 @@ def _reference(run: _Run, M: int, fallback: Draws) -> None:
         a.reference = {"method": "closed form (exact_grad)", "se_norm": 0.0}
     elif run.ledger.fits("the reference gradient", 2 * REF_FACTOR * M * run.T,
                          2 * min(REF_FACTOR * M, _CHUNK)):
-        R, s1, s2, n = REF_FACTOR * M, 0.0, 0.0, 0
+        R, s1, s2, n, bad = REF_FACTOR * M, 0.0, 0.0, 0, 0
         for i, start in enumerate(range(0, R, _CHUNK)):
-            d = run.draws("antithetic_es", min(_CHUNK, R - start),
-                          _REF_SEED + run.seed * 1000 + i, sigma=sigma).samples
-            s1, s2, n = s1 + d.sum(0), s2 + (d**2).sum(0), n + d.shape[0]
-        g = s1 / n
-        se_ref = ((s2 / n - g**2).clamp_min(0) / (n - 1)).sqrt()
-        a.reference = {"method": f"antithetic ES, {n} pairs", "se_norm": se_ref.norm().item()}
+            got = run.draws("antithetic_es", min(_CHUNK, R - start),
+                            _REF_SEED + run.seed * 1000 + i, sigma=sigma)
+            d = got.samples
+            s1, s2, n, bad = s1 + d.sum(0), s2 + (d**2).sum(0), n + d.shape[0], bad + got.nonfinite
+        if n < 2:
+            g = se_ref = torch.full((run.system.param_dim,), math.nan, dtype=F64)
+        else:
+            g = s1 / n
+            se_ref = ((s2 / n - g**2).clamp_min(0) / (n - 1)).sqrt()
+        a.reference = {"method": f"antithetic ES, {n} pairs", "se_norm": se_ref.norm().item(),
+                       "pairs": n, "nonfinite": bad}
     else:
         d = fallback.samples
         g, se_ref = d.mean(0), (d.var(0) / d.shape[0]).sqrt()

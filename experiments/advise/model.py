@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Candidate", "Advice", "Draws", "Measurements", "SIGMAS", "SIGMA_VARIANCE_FACTOR", "UNBIASED", "PAIRS_YARDSTICK",
-           "DRAWS", "REF_FACTOR", "GROWTH_FRACTIONS"]
+__all__ = ["Candidate", "Advice", "Draws", "Measurements", "SIGMAS", "SIGMA_VARIANCE_FACTOR",
+           "UNBIASED", "PAIRS_YARDSTICK", "DRAWS", "REF_FACTOR", "GROWTH_FRACTIONS",
+           "REFERENCE_Z", "NONFINITE_SHARE"]
 
 F64 = torch.float64
 SIGMAS = (0.3, 0.1, 0.03, 0.01)
@@ -20,6 +21,11 @@ PAIRS_YARDSTICK = 64     # P: the compute C of one estimate is 2 P T forward ste
 DRAWS = 128              # M per-pair draws per candidate when no budget is given
 REF_FACTOR = 16          # reference pairs per draw M (when there is no exact_grad)
 GROWTH_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1)
+# The reference is resolved when |g*| > REFERENCE_Z * SE(g*) (with g* = 0 the measured |g*| is
+# about SE(g*)), and when non-finite draws are at most NONFINITE_SHARE of the reference's draws
+# and of the candidates' draws; otherwise every bias is noise and nothing is recommended.
+REFERENCE_Z = 3.0
+NONFINITE_SHARE = 0.5
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Advice:
     reference: dict = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
     recommendation: dict = field(default_factory=dict)
+    withheld: str = ""                   # why nothing is recommended ("" when something is)
     evidence: list[str] = field(default_factory=list)
     unmeasured: list[str] = field(default_factory=list)
     steps_used: int = 0

@@ -1,15 +1,19 @@
 """The advice for a reader: the evidence sentences, the terminal text, and the two figures
-(the gradients' spread against T, the candidates' MSE)."""
+(the gradients' spread against T, the candidates' MSE).
+
+The terminal table, the verdict (the last line) and the MSE figure agree by construction: all
+three order and mark the candidates with `experiments.advise.score.ranked`, and print the rule
+(`experiments.advise.score.RULE`) they rank by.
+"""
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
-from experiments.core.plotting import new_figure, save_figure
+from experiments.core.plotting import file_stem, new_figure, save_figure, text
 
 from .model import PAIRS_YARDSTICK, SIGMA_VARIANCE_FACTOR, Advice, Candidate
-from .score import decide
+from .score import RULE, ranked
 
 __all__ = ["evidence", "format_advice", "plot"]
 
@@ -84,14 +88,25 @@ def _sigma(a: Advice) -> list[str]:
                       for r in a.sigma_grid if r["nonfinite"])]
 
 
-def _verdict(a: Advice, best: Candidate | None) -> str:
-    if best is None:
+def _recommended(a: Advice) -> Candidate | None:
+    """The candidate the recommendation names (None when withheld or nothing was usable)."""
+    if a.withheld or not a.recommendation:
+        return None
+    order = ranked(a.candidates, a.differentiable)
+    return order[0] if order else None
+
+
+def _verdict(a: Advice) -> str:
+    if a.withheld:
+        return f"no recommendation: {a.withheld}"
+    order = ranked(a.candidates, a.differentiable)
+    if not order or not a.recommendation:
         return "no recommendation: no estimator could be measured within the budget"
-    second = sorted((c for c in a.candidates if c.usable and c is not best), key=lambda c: c.mse)
-    vs = (f"; next best {second[0].label} has {second[0].mse / best.mse:.3g}x its MSE"
-          if second and best.mse > 0 else "")
+    best = order[0]
+    vs = (f"; next best {order[1].label} has {order[1].rank / best.rank:.3g}x its rank"
+          if len(order) > 1 and best.rank > 0 else "")
     return (f"use {best.estimator} with {_fmt_settings(a.recommendation['settings'])} "
-            f"(smallest MSE per unit of compute at T = {a.horizon}{vs})")
+            f"(smallest rank at T = {a.horizon}{vs})")
 
 
 def evidence(a: Advice) -> list[str]:
@@ -100,8 +115,7 @@ def evidence(a: Advice) -> list[str]:
     if not a.differentiable:
         ev.append(f"pathwise unavailable: {a.differentiable_reason}; only loss-based (ES-family) "
                   "estimators were measured")
-    return [*ev, *_chaos(a), *_pathwise(a), *_sigma(a),
-            _verdict(a, decide(a.candidates, a.differentiable))]
+    return [*ev, *_chaos(a), *_pathwise(a), *_sigma(a), _verdict(a)]
 
 
 def format_advice(a: Advice) -> str:
@@ -116,15 +130,22 @@ def format_advice(a: Advice) -> str:
              f"|g| = {a.reference.get('grad_norm', math.nan):.3g}, "
              f"SE {a.reference.get('se_norm', math.nan):.2g}",
              f"M = {a.draws} draws per estimator; MSE at the compute of {PAIRS_YARDSTICK} ES pairs "
-             f"(C = {a.compute:.0f} forward steps):",
-             f"  {'estimator':34s}{'bias^2':>11s}{'+/-':>9s}{'var/pair':>11s}{'cost/pair':>11s}"
-             f"{'MSE(C)':>11s}{'+/-':>9s}{'x best':>9s}"]
-    best = min((c.mse for c in a.candidates if c.usable), default=math.nan)
-    for c in a.candidates:
-        ratio = c.mse / best if c.usable and best > 0 else math.nan
+             f"(C = {a.compute:.0f} forward steps), best rank first:",
+             f"rule: {RULE}",
+             f"    {'estimator':34s}{'bias^2':>11s}{'+/-':>9s}{'var/pair':>11s}{'cost/pair':>11s}"
+             f"{'MSE(C)':>11s}{'+/-':>9s}{'rank':>11s}{'x best':>9s}"]
+    order = ranked(a.candidates, a.differentiable)
+    chosen = _recommended(a)
+    best = order[0].rank if order else math.nan
+    for c in order + [c for c in a.candidates if c not in order]:
+        ratio = c.rank / best if c in order and best > 0 else math.nan
         tag = "" if c.usable else f"  ({c.nonfinite} non-finite)"
-        lines.append(f"  {c.label:34s}{c.bias2:11.3g}{c.bias2_se:9.2g}{c.var_pair:11.3g}"
-                     f"{c.cost_pair:11.4g}{c.mse:11.3g}{c.mse_se:9.2g}{ratio:9.3g}{tag}")
+        mark = "=> " if c is chosen else "   "
+        lines.append(f" {mark}{c.label:34s}{c.bias2:11.3g}{c.bias2_se:9.2g}{c.var_pair:11.3g}"
+                     f"{c.cost_pair:11.4g}{c.mse:11.3g}{c.mse_se:9.2g}{c.rank:11.3g}{ratio:9.3g}"
+                     f"{tag}{'  <- recommended' if c is chosen else ''}")
+    if a.withheld:
+        lines.append("    (no row is recommended: the reference gradient is not resolved)")
     lines.append("evidence:")
     lines += [f"  - {e}" for e in a.evidence]
     if a.unmeasured:
@@ -142,7 +163,7 @@ def _plot_growth(a: Advice, directory, stem: str) -> Path:
     ax.plot(hs, a.growth["es_log_std"], "s--", label=f"antithetic ES, sigma = {a.sigma:g}")
     ax.set_xlabel("horizon T (steps)")
     ax.set_ylabel("log std of one per-pair gradient")
-    ax.set_title(f"{a.name}: gradient spread against T", fontsize=10)
+    ax.set_title(f"{text(a.name)}: gradient spread against T", fontsize=10)
     ax.legend()
     fig.tight_layout()
     caption = (f"Advisor, {a.system}: natural log of the standard deviation (sqrt of the trace of "
@@ -155,35 +176,54 @@ def _plot_growth(a: Advice, directory, stem: str) -> Path:
 
 
 def _plot_mse(a: Advice, directory, stem: str, cands: list[Candidate]) -> Path:
-    fig, axes = new_figure(1, 1, 7, 0.5 * len(cands) + 1.5, layout=None)
+    order = ranked(a.candidates, a.differentiable)
+    cands = [c for c in order if c in cands] + [c for c in cands if c not in order]
+    chosen = _recommended(a)
+    fig, axes = new_figure(1, 1, 7.5, 0.5 * len(cands) + 1.8, layout=None)
     ax = axes[0][0]
-    y = list(range(len(cands)))
+    y = list(range(len(cands)))[::-1]  # best rank at the top
     colors = ["tab:blue" if c.family == "pathwise" else "tab:orange" for c in cands]
     ax.barh(y, [c.mse for c in cands], xerr=[min(2 * c.mse_se, 0.99 * c.mse) for c in cands],
-            color=colors)
-    ax.set_yticks(y, [c.label for c in cands])
+            color=colors, edgecolor=["black" if c is chosen else "none" for c in cands],
+            linewidth=2)
+    ranks = [(yi, c.rank) for yi, c in zip(y, cands) if c.rank != c.mse and math.isfinite(c.rank)]
+    if ranks:
+        ax.plot([r for _, r in ranks], [yi for yi, _ in ranks], "k|", ms=14, mew=2,
+                label="rank (MSE + 2 SE of bias^2)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_yticks(y, [text(("=> " if c is chosen else "") + c.label
+                           + ("" if c in order else " (not ranked)")) for c in cands])
+    for tick, c in zip(ax.get_yticklabels(), cands):
+        if c is chosen:
+            tick.set_fontweight("bold")
     ax.set_xscale("log")
     ax.set_xlabel(f"MSE of one estimate at the compute of {PAIRS_YARDSTICK} ES pairs")
-    ax.set_title(f"{a.name}, T = {a.horizon} (blue: pathwise, orange: ES family)", fontsize=10)
+    verdict = (f"recommended: {chosen.label}" if chosen is not None
+               else "no recommendation (reference not resolved)" if a.withheld
+               else "no recommendation")
+    ax.set_title(f"{text(a.name)}, T = {a.horizon}: {text(verdict)}\n(blue: pathwise, "
+                 "orange: ES family; best rank at the top)", fontsize=9)
     fig.tight_layout()
     rows = [[c.estimator, c.family, _fmt_settings(c.settings).replace(",", ";"), c.bias2,
-             c.bias2_se, c.var_pair, c.var_pair_se, c.cost_pair, c.mse, c.mse_se, c.nonfinite]
-            for c in a.candidates]
+             c.bias2_se, c.var_pair, c.var_pair_se, c.cost_pair, c.mse, c.mse_se, c.rank,
+             c.nonfinite, int(c is chosen)] for c in cands]
     caption = (f"Advisor, {a.system} at T = {a.horizon}: MSE against grad L_sigma "
                f"({a.reference.get('method')}) of one estimate given the compute of "
                f"{PAIRS_YARDSTICK} antithetic ES pairs (pathwise steps priced x"
-               f"{a.backward_factor:.2f} for the backward pass), error bars 2 standard errors. "
-               + " ".join(e + "." for e in a.evidence))
+               f"{a.backward_factor:.2f} for the backward pass), error bars 2 standard errors, "
+               f"best rank at the top, the recommended estimator outlined and marked =>. "
+               f"Rule: {RULE}. " + " ".join(e + "." for e in a.evidence))
     return save_figure(fig, directory, f"{stem}_mse",
                        ["estimator", "family", "settings", "bias2", "bias2_se", "var_pair",
-                        "var_pair_se", "cost_pair", "mse", "mse_se", "nonfinite"], rows, caption,
+                        "var_pair_se", "cost_pair", "mse", "mse_se", "rank", "nonfinite",
+                        "recommended"], rows, caption,
                        dpi=110)
 
 
 def plot(a: Advice, directory: str | Path, tag: str = "") -> list[Path]:
     """``DIR/figures/advise_<name>[_<tag>]_{growth,mse}.png`` with CSV data and .txt captions
-    (``tag`` tells apart advice on the same system: the regime, or a hash of the settings)."""
-    stem = "advise_" + re.sub(r"[^0-9A-Za-z_]+", "_", "_".join(x for x in (a.name, tag) if x))
+    (``tag`` tells apart advice on the same system: the regime and the settings, readable)."""
+    stem = file_stem("advise", a.name, tag)
     paths = []
     if a.growth:
         paths.append(_plot_growth(a, directory, stem))

@@ -2,8 +2,11 @@
 
 - `choose_sigma`: sigma* from the antithetic-ES draws at each sigma of the grid;
 - `score_candidate`: bias^2, per-pair variance, MSE(C) and the rank of one estimator setting;
-- `decide`: the usable candidate of smallest rank;
-- `score`: `Measurements` -> `Advice` (candidates scored, the recommendation, its settings).
+- `ranked`: the candidates the rule may recommend, best first; `decide`: the first of them;
+- `unresolved`: why the reference gradient cannot support a recommendation ("" when it can);
+- `RULE`: the decision rule in words (the advisor prints it);
+- `score`: `Measurements` -> `Advice` (candidates scored, the recommendation and its settings,
+  or why it is withheld).
 """
 from __future__ import annotations
 
@@ -14,10 +17,16 @@ import torch
 
 from experiments.core.stats import pair_stats
 
-from .model import (F64, SIGMA_VARIANCE_FACTOR, UNBIASED, Advice, Candidate, Draws,
-                    Measurements)
+from .model import (F64, NONFINITE_SHARE, REFERENCE_Z, SIGMA_VARIANCE_FACTOR, UNBIASED, Advice,
+                    Candidate, Draws, Measurements)
 
-__all__ = ["choose_sigma", "score_candidate", "decide", "pairs_for", "score"]
+__all__ = ["choose_sigma", "score_candidate", "ranked", "decide", "unresolved", "pairs_for",
+           "score", "RULE"]
+
+RULE = ("rank = MSE(C) for estimators unbiased for grad L_sigma (BPTT at sigma*, antithetic ES, "
+        "PES; a measured bias counts only when > 2 SE), MSE(C) + 2 SE(bias^2) for those biased "
+        "by design (truncated BPTT: the upper end of their MSE); the smallest rank among "
+        "candidates with every draw finite is recommended")
 
 
 def choose_sigma(grid: dict[float, tuple[torch.Tensor, int]]) -> tuple[float, list[dict]]:
@@ -76,11 +85,46 @@ def score_candidate(d: Draws, m: Measurements) -> Candidate:
     return c
 
 
-def decide(candidates: list[Candidate], differentiable: bool) -> Candidate | None:
-    """The decision rule: the usable candidate with the smallest MSE(C) (pathwise ones only if
-    ``differentiable``); None when nothing usable was measured."""
+def ranked(candidates: list[Candidate], differentiable: bool) -> list[Candidate]:
+    """The candidates the decision rule may recommend, by rank (smallest first): usable ones,
+    pathwise ones only if ``differentiable``. The table's "x best" column, the verdict's
+    "next best" and the figure's order all come from this list."""
     ok = [c for c in candidates if c.usable and (differentiable or c.family != "pathwise")]
-    return min(ok, key=lambda c: c.rank) if ok else None
+    return sorted(ok, key=lambda c: c.rank)
+
+
+def decide(candidates: list[Candidate], differentiable: bool) -> Candidate | None:
+    """The decision rule (`RULE`): the first of `ranked`; None when nothing usable was
+    measured."""
+    order = ranked(candidates, differentiable)
+    return order[0] if order else None
+
+
+def unresolved(g_norm: float, se_norm: float, reference_nonfinite: int, reference_draws: int,
+               candidates: list[Candidate]) -> str:
+    """Why the reference gradient g* cannot support a recommendation, with what to change;
+    ``""`` when it can.
+
+    Unresolved when |g*| is not finite, when |g*| <= ``REFERENCE_Z`` SE(g*) (indistinguishable
+    from zero: every bias^2 is then noise), or when non-finite draws are more than
+    ``NONFINITE_SHARE`` of the reference's draws or of all the candidates' draws.
+    """
+    fix = ("try a smaller sigma (--set or a smaller grid), more budget (--budget / --time) or "
+           "a shorter horizon (--horizon)")
+    total = reference_nonfinite + reference_draws
+    if total and reference_nonfinite > NONFINITE_SHARE * total:
+        return (f"{reference_nonfinite} of {total} reference draws were non-finite; {fix}")
+    bad = sum(c.nonfinite for c in candidates)
+    drawn = bad + sum(c.draws for c in candidates)
+    if drawn and bad > NONFINITE_SHARE * drawn:
+        return f"{bad} of {drawn} candidate draws were non-finite; {fix}"
+    if not math.isfinite(g_norm):
+        return f"the reference gradient is not finite (|g| = {g_norm}); {fix}"
+    if not g_norm > REFERENCE_Z * se_norm:
+        return (f"the reference gradient is not resolved: |g| = {g_norm:.3g} is within "
+                f"{REFERENCE_Z:g} standard errors ({se_norm:.2g}) of zero, so no bias can be "
+                f"measured against it; {fix}")
+    return ""
 
 
 def pairs_for(var_pair: float, g_norm2: float) -> int:
@@ -97,10 +141,15 @@ def pairs_for(var_pair: float, g_norm2: float) -> int:
 
 def score(m: Measurements) -> Advice:
     """The `Advice` of measurements ``m``: every candidate scored, the recommendation (the
-    `decide` winner with its settings and the pairs `pairs_for` asks for). Evidence is left
-    empty (`experiments.advise.render.evidence` writes it)."""
+    `decide` winner with its settings and the pairs `pairs_for` asks for), or, when the
+    reference is `unresolved`, none and ``withheld`` saying why. Evidence is left empty
+    (`experiments.advise.render.evidence` writes it)."""
     candidates = [score_candidate(d, m) for d in m.candidates]
-    best = decide(candidates, m.advice.differentiable)
+    ref = m.advice.reference
+    withheld = unresolved(ref.get("grad_norm", m.g.norm().item()),
+                          ref.get("se_norm", m.se_ref.norm().item()), ref.get("nonfinite", 0),
+                          ref.get("pairs", 0), candidates)
+    best = None if withheld else decide(candidates, m.advice.differentiable)
     recommendation = {}
     if best is not None:
         settings = dict(best.settings)
@@ -108,4 +157,5 @@ def score(m: Measurements) -> Advice:
             best.var_pair, m.g.norm().item() ** 2)
         recommendation = {"estimator": best.estimator, "family": best.family,
                           "settings": settings, "mse": best.mse}
-    return replace(m.advice, candidates=candidates, recommendation=recommendation)
+    return replace(m.advice, candidates=candidates, recommendation=recommendation,
+                   withheld=withheld)

@@ -36,7 +36,7 @@ import systems
 from estimators.rollout import compiled, unroll
 from experiments.core.measure import estimator_kwargs
 
-__all__ = ["rollout_rate", "estimate_seconds", "bptt_peak_memory", "main"]
+__all__ = ["rollout_rate", "estimate_seconds", "steady_seconds", "bptt_peak_memory", "main"]
 
 SECTIONS = ("rollout", "estimate", "memory", "ray", "peers")  # ray before jax is imported
 POLICY = "double_pendulum"
@@ -81,6 +81,23 @@ def rollout_rate(system, B: int, device="cpu", steps: int | None = None, repeats
 
 
 ESTIMATORS = ("antithetic_es", "truncated_es", "pes", "nres", "mixed", "bptt", "truncated_bptt")
+
+
+def steady_seconds(measure, fast, repeats: int = 2, max_calls: int = 6) -> float:
+    """Seconds of ``measure()`` on the compiled system ``fast`` with compilation excluded: the
+    best of ``repeats`` calls during which ``fast.compile_seconds`` did not grow (a new batch
+    size, dtype or a guard failure compiles again inside a call), after a first call that warms
+    up at exactly the measured sizes; NaN if no call ran without compiling."""
+    measure()  # compile at the sizes measured below
+    clean = []
+    for _ in range(max_calls):
+        before = fast.compile_seconds
+        seconds = measure()
+        if fast.compile_seconds == before:
+            clean.append(seconds)
+            if len(clean) >= repeats:
+                break
+    return min(clean) if clean else math.nan
 
 
 def estimate_seconds(name: str, system, N: int, T: int, device="cpu", K: int = 100) -> float:
@@ -260,7 +277,10 @@ def _section_rollout(args, devices) -> None:
                 eager = rollout_rate(base, B, device)
                 compile_before = fast.compile_seconds  # each new B compiles anew (dynamic=False)
                 try:
-                    comp = rollout_rate(fast, B, device)
+                    steps = max(4, min(200, int(4e5 / B)))
+                    comp = B * steps / steady_seconds(
+                        lambda: B * steps / rollout_rate(fast, B, device, steps=steps, repeats=1),
+                        fast)
                 except Exception as err:  # compiled path unusable here: say why, go on
                     comp, fast.fallback = math.nan, fast.fallback or str(err)
                 if fast.fallback:
@@ -280,8 +300,8 @@ def _section_estimate(args, devices) -> None:
         fast = compiled(systems.make(POLICY))
         for name in ESTIMATORS:
             eager = estimate_seconds(name, systems.make(POLICY), N, T, device, K=min(100, T))
-            estimate_seconds(name, fast, N, T, device, K=min(100, T))  # compile, warm up
-            comp = estimate_seconds(name, fast, N, T, device, K=min(100, T))
+            comp = steady_seconds(lambda: estimate_seconds(name, fast, N, T, device,
+                                                           K=min(100, T)), fast)
             rows = N if name in ("bptt", "truncated_bptt") else 2 * N
             print(f"{name:16s}{device:>7s}{eager:10.3f}{comp:12.3f}{rows * T / eager / 1e6:16.2f}"
                   f"{rows * T / comp / 1e6:10.2f}",
@@ -313,8 +333,7 @@ def _section_peers(args, devices) -> None:
     fast = compiled(systems.make(POLICY))
     print(f"\n## peers ({POLICY}; ratios > 1 mean chaosgrad is faster)")
     ours = estimate_seconds("antithetic_es", system, N, T)
-    estimate_seconds("antithetic_es", fast, N, T)
-    ours_c = estimate_seconds("antithetic_es", fast, N, T)
+    ours_c = steady_seconds(lambda: estimate_seconds("antithetic_es", fast, N, T), fast)
     members = 8 if args.quick else 32
     naive = naive_es_seconds(system, N, T, members)
     print(f"1. Python loop over members, N = {N} pairs, T = {T}: {naive:.2f} s (extrapolated from "
@@ -350,8 +369,8 @@ def _jax_peer(pairs: int, T: int, device: str) -> None:
         return
     system, fast = systems.make(POLICY), compiled(systems.make(POLICY))
     ours = min(estimate_seconds("antithetic_es", system, pairs, T, device) for _ in range(2))
-    estimate_seconds("antithetic_es", fast, pairs, T, device)
-    ours_c = min(estimate_seconds("antithetic_es", fast, pairs, T, device) for _ in range(2))
+    ours_c = steady_seconds(lambda: estimate_seconds("antithetic_es", fast, pairs, T, device),
+                            fast)
     print(f"2. JAX jit+vmap+scan antithetic ES on {device}, B = {2 * pairs}, T = {T}: "
           f"{jax_s:.3f} s (first call {jax_first:.1f} s); chaosgrad eager {ours:.3f} s -> "
           f"{jax_s / ours:.2f}x, compiled {ours_c:.3f} s -> {jax_s / ours_c:.2f}x "

@@ -8,18 +8,55 @@ plotted numbers) and ``<name>.txt`` (a one-paragraph caption), which the report 
     errorbar(axes[0][0], xs, log10_values, log10_ses, color=estimator_color("bptt"))
     save_figure(fig, "results", "fig1_gradient_variance", ["T", "log10_var"], rows, caption)
 
+Text that comes from the user (a system's name, a file path) goes through `text` before it
+reaches matplotlib, so a ``$`` in it is not read as mathtext; figure file names come from
+`file_stem` (readable, no hash). Point labels are placed by `label_points` so they do not
+overlap.
+
 Matplotlib is imported inside the functions, so commands that draw nothing do not load it.
 """
 from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
 __all__ = ["new_figure", "save_figure", "ESTIMATOR_COLORS", "ESTIMATOR_LABELS",
            "estimator_color", "estimator_label", "colors", "finite", "errorbar", "log_y",
-           "headroom", "off_scale"]
+           "headroom", "off_scale", "text", "file_stem", "label_points"]
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "$": r"\$", "%": r"\%", "&": r"\&",
+                "#": r"\#", "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}"}
+
+
+def text(value: object) -> str:
+    """``str(value)`` safe as matplotlib text: mathtext reads ``$...$`` as math, so every ``$`` is
+    escaped (``_`` and ``\\`` are literal outside math); under ``text.usetex`` every LaTeX
+    special character is escaped."""
+    import matplotlib
+    s = str(value)
+    if matplotlib.rcParams.get("text.usetex"):
+        return re.sub(r"[\\_$%&#{}^~]", lambda m: _TEX_SPECIAL[m.group()], s)
+    return s.replace("$", r"\$")
+
+
+def file_stem(*parts: object) -> str:
+    """A readable figure file name from ``parts`` (``"advise", "henon.py:Henon", "chaotic",
+    "mse"`` -> ``advise_henon_Henon_chaotic_mse``): a ``path/file.py:attr`` target becomes
+    ``file_attr``; other characters outside ``[0-9A-Za-z_.-]`` become ``_``; empty parts are
+    left out."""
+    out = []
+    for part in parts:
+        s = str(part) if part is not None else ""
+        where, sep, attr = s.rpartition(":")
+        if sep and (where.endswith(".py") or "/" in where or "\\" in where):
+            s = f"{Path(where.replace(chr(92), '/')).stem}_{attr}"
+        s = re.sub(r"[^0-9A-Za-z_.-]+", "_", s).strip("_.")
+        if s:
+            out.append(s)
+    return "_".join(out)
 
 ESTIMATOR_COLORS = {"bptt": "tab:red", "truncated_bptt": "tab:orange",
                     "antithetic_es": "tab:blue", "truncated_es": "tab:cyan", "pes": "tab:green",
@@ -122,18 +159,68 @@ def headroom(ax, fraction: float) -> None:
         ax.set_ylim(lo, hi * (hi / lo) ** fraction)
 
 
-def off_scale(ax, cap: float, values: dict[str, float], what: str = "MSE") -> None:
-    """Clip the y axis at ``cap`` and name the curves that lie wholly above it.
+def off_scale(ax, cap: float, values: dict, what: str = "MSE") -> list[str]:
+    """Clip the y axis at ``cap`` and name every curve that leaves it; returns their labels.
 
-    ``values`` maps each curve's label to its smallest value (chaos puts BPTT's MSE near 1e25,
-    which would flatten every other curve).
+    ``values`` maps each curve's label to its values (or to one value): chaos puts BPTT's MSE
+    near 1e25, which would flatten every other curve. A curve wholly above the cap is named with
+    its smallest value, one partly above with how many of its points leave the axis and its
+    largest value.
     """
-    off = {label: v for label, v in values.items() if v > cap}
+    off = []
+    for label, vs in values.items():
+        vs = [v for v in ([vs] if isinstance(vs, (int, float)) else vs) if math.isfinite(v)]
+        above = [v for v in vs if v > cap]
+        if not above:
+            continue
+        if len(above) == len(vs):
+            off.append((label, f"{text(label)} ({what} $\\geq$ {min(vs):.0e})"))
+        else:
+            off.append((label, f"{text(label)} ({len(above)} of {len(vs)} points, up to "
+                               f"{max(above):.0e})"))
     if not off:
-        return
+        return []
     lo, _ = ax.get_ylim()
     ax.set_ylim(lo, cap)
-    ax.text(0.98, 0.97, "off scale: " + ", ".join(f"{label} ({what} $\\geq$ {v:.0e})"
-                                                  for label, v in off.items()),
-            transform=ax.transAxes, ha="right", va="top", fontsize=7.5,
+    ax.text(0.98, 0.97, "off scale: " + ", ".join(t for _, t in off),
+            transform=ax.transAxes, ha="right", va="top", fontsize=7.5, wrap=True,
             bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
+    return [label for label, _ in off]
+
+
+# offsets (points) tried in turn for a point's label: right, above, below, left, further out
+_OFFSETS = [(4, 3), (4, -10), (-4, 3), (-4, -10), (4, 12), (4, -19), (-4, 12), (-4, -19),
+            (4, 21), (4, -28), (-4, 21), (-4, -28)]
+
+
+def label_points(ax, points: Sequence[tuple], fontsize: float = 7) -> list:
+    """Label data points without overlaps: ``points`` are ``(x, y, label, color)``; each label
+    takes the first offset around its point whose box overlaps no label placed before (and is
+    left out, rather than overlapping, when none is free). Call it after the axis limits and
+    scales are final. Points outside the axes are not labelled. Returns the text artists."""
+    fig = ax.figure
+    if not hasattr(fig.canvas, "get_renderer"):  # a bare Figure: measure with Agg
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    scale = fig.dpi / 72.0
+    placed, artists = [], []
+    for x, y, label, color in points:
+        px, py = ax.transData.transform((x, y))
+        if not (box.x0 - 1 <= px <= box.x1 + 1 and box.y0 - 1 <= py <= box.y1 + 1):
+            continue
+        w, h = 0.62 * fontsize * len(str(label)) * scale, fontsize * 1.2 * scale
+        for dx, dy in _OFFSETS:
+            x0 = px + dx * scale - (w if dx < 0 else 0)
+            y0 = py + dy * scale
+            rect = (x0, y0, x0 + w, y0 + h)
+            if all(rect[2] <= r[0] or rect[0] >= r[2] or rect[3] <= r[1] or rect[1] >= r[3]
+                   for r in placed):
+                placed.append(rect)
+                artists.append(ax.annotate(text(label), (x, y), xytext=(dx, dy),
+                                           textcoords="offset points", fontsize=fontsize,
+                                           color=color, ha="right" if dx < 0 else "left",
+                                           va="bottom", annotation_clip=True))
+                break
+    return artists

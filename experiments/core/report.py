@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import os
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -190,10 +192,15 @@ def build_report(directory: str | Path) -> Path:
     text = ("<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>chaosgrad report</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
     path = directory / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
+    # a temporary file of this build's own (two sweeps may finish together in one directory),
+    # then an atomic rename: a reader sees the old report or the new one, never half of one
+    fd, tmp = tempfile.mkstemp(prefix=f".{REPORT_FILE}.", suffix=".tmp", dir=directory)
     try:
-        tmp.write_text(text)
-        tmp.replace(path)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
         raise ValueError(f"cannot write {str(path)!r}: {err.strerror or err}") from None
     return path

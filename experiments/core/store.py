@@ -5,7 +5,14 @@ Each cell is computed once: `ResultsStore.put` writes its metrics in a single tr
 soon as it is done, and a rerun skips every cell whose key is already there. Because SQLite
 commits atomically (journal in WAL mode), killing a sweep (Ctrl-C, kill -9) loses at most the
 cell in flight and never leaves a half-written row; changing a setting changes the cell keys,
-so only the new cells are computed.
+so only the new cells are computed. A cell's key also carries `METRICS_VERSION` (and the cell's
+own ``version``, which a command bumps when it changes what its kind measures), so a cell stored
+under an older definition of its metrics is recomputed, never reused.
+
+Opening a store waits for other processes (a busy timeout in force before the journal switches
+to WAL, so two sweeps creating one store at once both succeed) and checks the file
+(``PRAGMA quick_check``) before anything is written: a damaged file is one ValueError naming it
+and how to recover.
 
 Example::
 
@@ -21,6 +28,7 @@ import hashlib
 import json
 import math
 import platform
+import random
 import sqlite3
 import sys
 import time
@@ -28,9 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cell", "ResultsStore", "library_version", "environment", "STORE_FILE"]
+__all__ = ["Cell", "ResultsStore", "library_version", "environment", "STORE_FILE",
+           "METRICS_VERSION"]
 
 STORE_FILE = "results.sqlite"
+# The version of the shared metric definitions (core.stats, core.measure) that every cell key
+# carries: bump it when a definition changes, and every stored cell is recomputed.
+METRICS_VERSION = 1
+_BUSY_SECONDS = 30.0
+_JITTER = random.Random()  # sleeps between retries of a locked store (no result depends on it)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
@@ -105,6 +119,7 @@ class Cell:
         estimator: registry name of the estimator (or ``"-"`` when none applies).
         params: JSON-able hyper-parameters (T, K, sigma, pairs, regime, theta, ...).
         seed: the seed of this cell's randomness.
+        version: the version of this kind's metric definitions (bump it when they change).
     """
 
     kind: str
@@ -112,11 +127,14 @@ class Cell:
     estimator: str = "-"
     params: dict = field(default_factory=dict)
     seed: int = 0
+    version: int = 1
 
     @property
     def key(self) -> str:
-        """A stable hash of the cell's identity (equal settings give equal keys)."""
-        text = _dumps([self.kind, self.system, self.estimator, self.params, self.seed])
+        """A stable hash of the cell's identity (equal settings give equal keys) and of the
+        metric definitions it was computed with (`METRICS_VERSION`, ``version``)."""
+        text = _dumps([self.kind, self.system, self.estimator, self.params, self.seed,
+                       f"metrics-{METRICS_VERSION}.{self.version}"])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -126,20 +144,61 @@ class ResultsStore:
     Args:
         directory: the output directory (created if missing).
     Raises:
-        ValueError: when the directory cannot be created or written.
+        ValueError: when the directory cannot be created or written, or the store file is
+            damaged (the message names the file and how to recover).
     """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+        self.path = self.directory / STORE_FILE
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.path = self.directory / STORE_FILE
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
+            self._conn = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None)
         except (OSError, sqlite3.Error) as err:
             raise ValueError(f"cannot write results to {str(directory)!r}: {err}") from None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as err:
+            self._conn.close()
+            if _damaged(err):
+                raise ValueError(self._damaged_message(err)) from None
+            raise ValueError(f"cannot write results to {str(directory)!r}: {err}") from None
+
+    def _open(self) -> None:
+        """Check the file, switch to WAL, create the tables: retried until the busy timeout.
+
+        SQLite's busy handler covers most waits, but not all of those of a store being created
+        by another process at the same instant (switching the journal to WAL, reading a WAL
+        index being built return "database is locked" at once), so a locked store is retried
+        with jittered sleeps for up to ``_BUSY_SECONDS``.
+        """
+        deadline = time.monotonic() + _BUSY_SECONDS
+        self._conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+        check = self.path.stat().st_size > 0  # a file just created holds nothing to check
+        while True:
+            try:
+                if check:
+                    self._check()
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as err:
+                text = str(err).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(_JITTER.uniform(0.005, 0.05))
+
+    def _check(self) -> None:
+        """``PRAGMA quick_check`` before anything is written (raises sqlite3.DatabaseError)."""
+        rows = self._conn.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            raise sqlite3.DatabaseError("; ".join(str(r[0]) for r in rows[:3]))
+
+    def _damaged_message(self, err: Exception) -> str:
+        return (f"the results store {str(self.path)!r} is damaged ({err}); nothing was written. "
+                f"Move it aside (mv {self.path} {self.path}.damaged) and rerun to recompute its "
+                f"cells, or try to salvage it with: sqlite3 {self.path} .recover")
 
     def close(self) -> None:
         """Close the database connection (the context manager calls it)."""
@@ -224,6 +283,14 @@ class ResultsStore:
             def __exit__(self, exc_type, *_):
                 conn.execute("ROLLBACK" if exc_type else "COMMIT")
         return _Tx()
+
+
+def _damaged(err: sqlite3.DatabaseError) -> bool:
+    """A damaged or foreign file, as opposed to a locked or unwritable one."""
+    if isinstance(err, sqlite3.OperationalError):
+        text = str(err).lower()
+        return "malformed" in text or "not a database" in text
+    return True
 
 
 def environment() -> dict:

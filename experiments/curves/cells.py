@@ -2,6 +2,8 @@
 (system, regime, T, sigma), and an estimator setting's per-pair draws against it."""
 from __future__ import annotations
 
+import functools
+import json
 import math
 import time
 from pathlib import Path
@@ -9,7 +11,6 @@ from pathlib import Path
 import torch
 
 import estimators
-import systems
 from experiments.core.measure import episode_estimates, estimator_kwargs
 from experiments.core.resolve import make_system
 from experiments.core.stats import pair_stats
@@ -30,7 +31,8 @@ def cells(cfg: Config) -> tuple[list[Cell], list[Cell]]:
     """(reference cells, estimator cells) of a validated config, references first."""
     refs, grid = {}, []
     K0, T_max = truncation_for_horizons(cfg), max(cfg.horizons)
-    differentiable = systems.SYSTEMS.get(cfg.system).differentiable
+    overrides = dict(cfg.overrides)
+    differentiable = make_system(cfg.system, cfg.regimes[0], overrides).differentiable
     for regime in cfg.regimes:
         for name in cfg.estimators:
             cls = estimators.ESTIMATORS.get(name)
@@ -39,24 +41,42 @@ def cells(cfg: Config) -> tuple[list[Cell], list[Cell]]:
             pts = [(T, K0) for T in cfg.horizons] + [(T_max, K) for K in cfg.truncations]
             pts = sorted(set(pts)) if cls.online else [(T, None) for T in cfg.horizons]
             for T, K in pts:
-                refs[(regime, T)] = reference_cell(cfg.system, regime, T, cfg.sigma, cfg.ref_pairs)
+                refs[(regime, T)] = reference_cell(cfg.system, regime, T, cfg.sigma, cfg.ref_pairs,
+                                                   overrides)
                 for seed in range(cfg.seeds):
                     grid.append(Cell(KIND, cfg.system, name, {
                         "regime": regime, "T": T, "K": K, "sigma": cfg.sigma, "pairs": cfg.pairs,
-                        "draws": cfg.draws, "ref_pairs": cfg.ref_pairs}, seed))
+                        "draws": cfg.draws, "ref_pairs": cfg.ref_pairs, **_set(overrides)},
+                        seed))
     return list(refs.values()), grid
 
 
-def reference_cell(system: str, regime: str, T: int, sigma: float, ref_pairs: int) -> Cell:
-    """The cell of the reference gradient of L_sigma for (system, regime, T, sigma)."""
-    exact = hasattr(systems.SYSTEMS.get(system), "exact_grad")
+@functools.lru_cache(maxsize=256)
+def _has_exact_grad(system: str, regime: str, overrides: str) -> bool:
+    return hasattr(type(make_system(system, regime, json.loads(overrides))), "exact_grad")
+
+
+def _dumps(overrides: dict) -> str:
+    return json.dumps(overrides, sort_keys=True)
+
+
+def _set(overrides: dict) -> dict:
+    # only present when given, so the cells of a plain run keep their keys
+    return {"set": overrides} if overrides else {}
+
+
+def reference_cell(system: str, regime: str, T: int, sigma: float, ref_pairs: int,
+                   overrides: dict | None = None) -> Cell:
+    """The cell of the reference gradient of L_sigma for (system, regime, T, sigma) with the
+    system's constructor ``overrides``."""
+    exact = _has_exact_grad(system, regime, _dumps(overrides or {}))
     return Cell(REF_KIND, system, "exact" if exact else "antithetic_es",
                 {"regime": regime, "T": T, "sigma": sigma,
-                 "ref_pairs": None if exact else ref_pairs}, 0)
+                 "ref_pairs": None if exact else ref_pairs, **_set(overrides or {})}, 0)
 
 
 def _at_theta(cell: Cell, device: str):
-    system = make_system(cell.system, cell.params["regime"])
+    system = make_system(cell.system, cell.params["regime"], cell.params.get("set"))
     return system, system.init_params(dtype=torch.float64, device=device)
 
 
@@ -160,7 +180,7 @@ def _compute(references: dict[str, dict], device: str):
             return _reference(cell, device)
         p = cell.params
         ref = references[reference_cell(cell.system, p["regime"], p["T"], p["sigma"],
-                                        p["ref_pairs"]).key]
+                                        p["ref_pairs"], p.get("set")).key]
         g_ref = torch.tensor(ref["grad"], dtype=torch.float64)
         se_ref = torch.tensor(ref["se"], dtype=torch.float64)
         draws, nonfinite, seconds = _per_pair(cell, device)

@@ -9,6 +9,7 @@ from pathlib import Path
 from experiments.core.command import (Command, add_device_argument, add_out_argument,
                                       check_writable)
 from experiments.core.report import build_report
+from experiments.core.resolve import parse_overrides
 from experiments.core.store import ResultsStore, environment
 from experiments.core.sweep import add_backend_arguments, backend_options
 
@@ -22,7 +23,7 @@ __all__ = ["command_line", "add_arguments", "config_from_args", "main", "COMMAND
 def command_line(cfg: Config, directory: str | Path) -> list[str]:
     """The explicit command that reproduces ``cfg`` into ``directory``."""
     return (["chaosgrad", "curves", cfg.system, "--regime", *cfg.regimes,
-             "--estimators", *cfg.estimators, "--horizons", *map(str, cfg.horizons),
+             *[a for k, v in cfg.overrides for a in ("--set", f"{k}={v!r}")], "--estimators", *cfg.estimators, "--horizons", *map(str, cfg.horizons),
              "--truncations", *map(str, cfg.truncations), "--sigma", f"{cfg.sigma:g}",
              "--pairs", str(cfg.pairs), "--draws", str(cfg.draws), "--ref-pairs",
              str(cfg.ref_pairs), "--seeds", str(cfg.seeds), "--device", cfg.device,
@@ -32,9 +33,12 @@ def command_line(cfg: Config, directory: str | Path) -> list[str]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of ``chaosgrad curves``."""
     d, q = Config(), QUICK
-    p.add_argument("system", help="registered system or an unambiguous prefix (logistic)")
+    p.add_argument("system", help="registered system or an unambiguous prefix (logistic), "
+                   "path/to/file.py:attr or package.module:attr")
     p.add_argument("--regime", nargs="+", default=None,
                    help="regimes of the system (default: all of them, side by side)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor override, repeatable (e.g. --set r=3.7)")
     p.add_argument("--estimators", nargs="+", default=None,
                    help=f"default: {' '.join(d.estimators)}")
     p.add_argument("--horizons", nargs="+", type=int, default=None,
@@ -66,7 +70,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
              "truncations": args.truncations, "sigma": args.sigma, "pairs": args.pairs,
              "draws": args.draws, "ref_pairs": args.ref_pairs, "seeds": args.seeds}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
-    return validate(replace(base, system=args.system, device=args.device, **given))
+    overrides = tuple(parse_overrides(args.set).items())
+    return validate(replace(base, system=args.system, device=args.device, overrides=overrides,
+                            **given))
 
 
 def _print_summary(cfg: Config, results: dict, figures: list[Path], report: Path,

@@ -4,9 +4,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import torch
+
 import estimators
-import systems
-from experiments.core.resolve import resolve_device, resolve_system
+from estimators.resolution import check_resolution
+from experiments.core.resolve import make_system, resolve_device, resolve_system, system_regimes
 
 __all__ = ["Config", "QUICK", "DEFAULT_ESTIMATORS", "KIND", "REF_KIND", "truncation_for_horizons",
            "validate"]
@@ -20,8 +22,10 @@ class Config:
     """Settings of one `run` (the default is the full, publication setting).
 
     Attributes:
-        system: registry name (or unambiguous prefix, resolved by `validate`).
+        system: registry name (or unambiguous prefix, resolved by `validate`), or a
+            ``path/to/file.py:attr`` / ``package.module:attr`` target.
         regimes: regimes of the system to run; empty means all of ``regimes``.
+        overrides: ``(key, value)`` constructor overrides (``--set key=value``).
         estimators: registry names.
         horizons: the T sweep; truncations: the K sweep (at the largest T).
         sigma: perturbation scale of the smoothed target L_sigma (and of BPTT, ES, PES, NRES).
@@ -34,6 +38,7 @@ class Config:
 
     system: str = "logistic_map"
     regimes: tuple[str, ...] = ()
+    overrides: tuple[tuple[str, object], ...] = ()
     estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
     horizons: tuple[int, ...] = (10, 20, 40, 80, 160)
     truncations: tuple[int, ...] = (1, 2, 5, 10, 20, 40, 80, 160)
@@ -61,12 +66,12 @@ def truncation_for_horizons(cfg: Config) -> int:
 def validate(cfg: Config) -> Config:
     """The config with names resolved and defaults filled in; ValueError on bad settings."""
     system = resolve_system(cfg.system)
-    cls = systems.SYSTEMS.get(system)
-    regimes = tuple(cfg.regimes) or tuple(cls.regimes)
+    known = system_regimes(system)
+    regimes = tuple(cfg.regimes) or tuple(known)
     for r in regimes:
-        if r not in cls.regimes:
+        if r not in known:
             raise ValueError(f"unknown regime {r!r} of {system}; "
-                             f"available: {', '.join(cls.regimes)}")
+                             f"available: {', '.join(known)}")
     if not cfg.estimators:
         raise ValueError("no estimators given")
     for name in cfg.estimators:
@@ -84,6 +89,9 @@ def validate(cfg: Config) -> Config:
                              "(an episode must be a whole number of windows)")
     if not (isinstance(cfg.sigma, (int, float)) and math.isfinite(cfg.sigma) and cfg.sigma > 0):
         raise ValueError(f"sigma must be > 0 and finite, got {cfg.sigma}")
+    for r in regimes:  # every cell simulates theta + sigma eps in float64: resolvable there?
+        theta = make_system(system, r, dict(cfg.overrides)).init_params(dtype=torch.float64)
+        check_resolution(float(cfg.sigma), theta.abs().max().item(), torch.float64)
     for label, value, low in (("pairs", cfg.pairs, 1), ("draws", cfg.draws, 2),
                               ("ref_pairs", cfg.ref_pairs, 2), ("seeds", cfg.seeds, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:

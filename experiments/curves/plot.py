@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import estimators
-import systems
-from experiments.core.plotting import (estimator_color, estimator_label, log_y, new_figure,
-                                       off_scale, save_figure)
+from experiments.core.plotting import (estimator_color, estimator_label, file_stem, label_points,
+                                       log_y, new_figure, off_scale, save_figure, text)
+from experiments.core.resolve import system_regimes
 
 from .config import Config, truncation_for_horizons
 from .summary import slope_log_variance
@@ -39,7 +39,7 @@ def _style(name: str) -> dict:
 
 
 def _regime_title(system: str, regime: str) -> str:
-    settings = systems.SYSTEMS.get(system).regimes.get(regime, {})
+    settings = system_regimes(system).get(regime, {})
     inner = ", ".join(f"{k} = {v:g}" if isinstance(v, (int, float)) else f"{k} = {v}"
                       for k, v in settings.items())
     return f"{regime} regime" + (f" ({inner})" if inner else "")
@@ -186,9 +186,9 @@ def _grid(summary, x_key, select, title, xlabel, ref_lines=None, x_log=False, no
         _full_horizon_lines(axes, j, (ref_lines or {}).get(regime, {}), top)
         axes[0, j].set_title(_regime_title(summary[0]["system"], regime))
         _format_axes(axes, j, xs, xlabel, x_log)
-        text = (notes or {}).get(regime, [])
-        if text:
-            axes[0, j].text(0.02, 0.98, "\n".join(text), transform=axes[0, j].transAxes,
+        lines = (notes or {}).get(regime, [])
+        if lines:
+            axes[0, j].text(0.02, 0.98, "\n".join(lines), transform=axes[0, j].transAxes,
                             va="top", fontsize=7.5, bbox={"fc": "white", "ec": "0.8", "alpha": 0.9})
     _legend(fig, names, ref_lines, references)
     fig.suptitle(title, fontsize=11)
@@ -246,7 +246,7 @@ def plot_horizon(ctx: _Context, directory: str | Path) -> Path:
                          if math.isfinite(s) else [])
         notes[regime] += _notes([r for r in summary if pick_T(r)], regime, list(cfg.estimators))
     fig, data = _grid(summary, "T", pick_T,
-                      f"{cfg.system}: estimators of $\\nabla L_\\sigma$ against the horizon T "
+                      f"{text(cfg.system)}: estimators of $\\nabla L_\\sigma$ against the horizon T "
                       f"(online estimators at K = {K0})\n{ctx.setting}", "horizon T (steps)",
                       notes=notes, references=ctx.ref_sq)
     overlap = ("NRES with lockstep episodes sums its windows to exactly AntitheticES's estimate, "
@@ -265,7 +265,7 @@ def plot_horizon(ctx: _Context, directory: str | Path) -> Path:
         f"(least squares over every seed's point): in a chaotic regime about twice the leading "
         f"Lyapunov exponent, somewhat more because the variance is dominated by the "
         f"trajectories whose finite-time exponent is largest.")
-    return save_figure(fig, directory, f"curves_{cfg.system}_horizon", _CSV_COLUMNS,
+    return save_figure(fig, directory, file_stem("curves", cfg.system, "horizon"), _CSV_COLUMNS,
                        _csv_rows(data), caption, dpi=_DPI)
 
 
@@ -284,7 +284,7 @@ def plot_truncation(ctx: _Context, directory: str | Path) -> Path | None:
     notes = {regime: _notes([r for r in summary if pick_K(r)], regime, list(cfg.estimators))
              for regime in cfg.regimes}
     fig, data = _grid(summary, "K", pick_K,
-                      f"{cfg.system}: online estimators of $\\nabla L_\\sigma$ against the "
+                      f"{text(cfg.system)}: online estimators of $\\nabla L_\\sigma$ against the "
                       f"truncation K at T = {T_max}\n{ctx.setting}; dashed: full-horizon "
                       "estimators", "truncation K (steps per window, log scale)", ref_lines=full,
                       x_log=True, notes=notes,
@@ -298,7 +298,7 @@ def plot_truncation(ctx: _Context, directory: str | Path) -> Path | None:
         f"truncated BPTT and truncated ES ignore how theta moved the state before each window, "
         f"and truncated BPTT with K = T is BPTT without smoothing. PES and NRES stay unbiased at "
         f"every K; PES pays for it with variance at small K.")
-    return save_figure(fig, directory, f"curves_{cfg.system}_truncation", _CSV_COLUMNS,
+    return save_figure(fig, directory, file_stem("curves", cfg.system, "truncation"), _CSV_COLUMNS,
                        _csv_rows(data), caption, dpi=_DPI)
 
 
@@ -319,7 +319,7 @@ def _budget_panel(ax, rows, K0, cap) -> list[dict]:
         ax.plot(budget, mse, "-", color=st["color"], label=estimator_label(r["estimator"]))
         ax.plot(r["steps"], floor + r["variance"], ls="none", **st)
         label = estimator_label(r["estimator"])
-        peak[label] = max(peak.get(label, 0.0), float(mse.min()))
+        peak.setdefault(label, []).extend(float(v) for v in mse)
     ax.set_xscale("log")
     log_y(ax)
     off_scale(ax, cap, peak)
@@ -328,10 +328,11 @@ def _budget_panel(ax, rows, K0, cap) -> list[dict]:
     return data
 
 
-def _time_panel(ax, rows, cfg: Config, cap) -> list[dict]:
-    """MSE of one estimate against its measured wall time, every K of the online estimators."""
-    data, peak = [], {}
-    for idx, name in enumerate(dict.fromkeys(r["estimator"] for r in rows)):
+def _time_panel(ax, rows, cfg: Config, cap) -> tuple[list[dict], list[tuple]]:
+    """MSE of one estimate against its measured wall time, every K of the online estimators;
+    returns the rows drawn and the K labels to place (`label_points`, once the layout is set)."""
+    data, values, labels = [], {}, []
+    for name in dict.fromkeys(r["estimator"] for r in rows):
         pts = sorted((r for r in rows if r["estimator"] == name and math.isfinite(r["mse"])),
                      key=lambda r: r["K"] or 0)
         pts = [r for r in pts if r["mse"] > 0]
@@ -341,19 +342,16 @@ def _time_panel(ax, rows, cfg: Config, cap) -> list[dict]:
         st = _style(name)
         ax.plot([r["seconds"] for r in pts], [r["mse"] for r in pts], ls="-",
                 label=estimator_label(name), **st)
-        for r in {id(p): p for p in (pts[0], pts[-1])}.values():
-            if r["K"] is not None:
-                ax.annotate(f"K={r['K']}", (r["seconds"], r["mse"]), fontsize=7,
-                            xytext=(4, 9 * (idx % 3) - 9), textcoords="offset points",
-                            color=st["color"])
-        peak[estimator_label(name)] = min(r["mse"] for r in pts)
+        labels += [(r["seconds"], r["mse"], f"K={r['K']}", st["color"])
+                   for r in {id(p): p for p in (pts[0], pts[-1])}.values() if r["K"] is not None]
+        values[estimator_label(name)] = [r["mse"] for r in pts]
     ax.set_xscale("log")
     log_y(ax)
-    off_scale(ax, cap, peak)
+    off_scale(ax, cap, values)
     ax.margins(x=0.12)  # room for the K labels
     ax.set_xlabel(f"wall-clock seconds per {cfg.pairs}-sample estimate ({cfg.device})")
     ax.grid(True, alpha=0.3)
-    return data
+    return data, labels
 
 
 def plot_cost(ctx: _Context, directory: str | Path) -> Path:
@@ -363,13 +361,15 @@ def plot_cost(ctx: _Context, directory: str | Path) -> Path:
     cfg, T_max = ctx.cfg, ctx.T_max
     regimes = list(cfg.regimes)
     fig, axes = new_figure(2, len(regimes), 5.2 * len(regimes), 8.5, layout=None)
-    data = []
+    data, labels = [], []
     for j, regime in enumerate(regimes):
         rows = [r for r in ctx.summary if r["regime"] == regime and r["T"] == T_max]
         cap = 1e4 * ctx.ref_sq.get(regime, {}).get(T_max, math.inf) or math.inf
         data += _budget_panel(axes[0, j], rows, ctx.K0, cap)
         axes[0, j].set_title(_regime_title(cfg.system, regime))
-        data += [r for r in _time_panel(axes[1, j], rows, cfg, cap) if r not in data]
+        drawn, points = _time_panel(axes[1, j], rows, cfg, cap)
+        data += [r for r in drawn if r not in data]
+        labels.append(points)
     axes[0, 0].set_ylabel("MSE at that budget")
     axes[1, 0].set_ylabel("MSE of one estimate")
     names = list(dict.fromkeys(r["estimator"] for r in data))
@@ -377,8 +377,11 @@ def plot_cost(ctx: _Context, directory: str | Path) -> Path:
     if handles:
         fig.legend(handles, [h.get_label() for h in handles], loc="lower center",
                    ncol=min(6, len(handles)), frameon=False)
-    fig.suptitle(f"{cfg.system}: MSE against cost at T = {T_max}\n{ctx.setting}", fontsize=11)
+    fig.suptitle(f"{text(cfg.system)}: MSE against cost at T = {T_max}\n{ctx.setting}",
+                 fontsize=11)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.9, bottom=0.13, hspace=0.3, wspace=0.2)
+    for j, points in enumerate(labels):
+        label_points(axes[1, j], points)
     caption = (
         f"Cost at T = {T_max}. Top: MSE of an estimate that averages samples until a budget of "
         f"simulated trajectory-steps is spent, bias^2 + (per-sample variance) x (steps "
@@ -389,7 +392,7 @@ def plot_cost(ctx: _Context, directory: str | Path) -> Path:
         f"measured wall-clock time of one {cfg.pairs}-sample full-horizon estimate on "
         f"{cfg.device} (median over seeds), for every K of the online estimators (smallest and "
         f"largest K labelled): small K means many short calls. {ctx.ref_text}")
-    return save_figure(fig, directory, f"curves_{cfg.system}_cost", _CSV_COLUMNS,
+    return save_figure(fig, directory, file_stem("curves", cfg.system, "cost"), _CSV_COLUMNS,
                        _csv_rows(data), caption, dpi=_DPI)
 
 

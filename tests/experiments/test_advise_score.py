@@ -89,3 +89,77 @@ def test_decide_and_pairs_for_edge_cases():
     assert pairs_for(1.0, 1.0) == 4 and pairs_for(10.0, 1.0) == 64
     assert pairs_for(1e9, 1.0) == 1024 and pairs_for(math.nan, 1.0) == 1024
     assert pairs_for(1.0, 0.0) == 1024
+
+
+# --- the rule in words, an unresolved reference, agreement of table, verdict and figure -----
+
+from experiments.advise import format_advice, plot                       # noqa: E402
+from experiments.advise.render import evidence                            # noqa: E402
+from experiments.advise.score import RULE, ranked, unresolved             # noqa: E402
+
+
+def scored(g, se, *draws, reference_nonfinite=0, reference_pairs=4096):
+    m = measurements(*draws)
+    m.g, m.se_ref = torch.tensor([g], dtype=F64), torch.tensor([se], dtype=F64)
+    m.advice.reference = {"method": "test", "grad_norm": abs(g), "se_norm": se,
+                          "nonfinite": reference_nonfinite, "pairs": reference_pairs}
+    a = score(m)
+    a.evidence = evidence(a)
+    return a
+
+
+def test_a_reference_within_a_few_standard_errors_of_zero_withholds_the_recommendation():
+    es = Draws("antithetic_es", "es", {"sigma": 0.1}, pm(1.0) + 0.5, 0, 40, 0.0)
+    a = scored(1.34e51, 1.3e51, es)              # the issue's Henon map at a = 1.4
+    assert a.recommendation == {} and "not resolved" in a.withheld
+    for change in ("smaller sigma", "more budget", "shorter horizon"):
+        assert change in a.withheld
+    text = format_advice(a)
+    assert "<- recommended" not in text
+    assert not any(line.startswith(" => ") for line in text.splitlines())   # no row marked
+    assert a.evidence[-1].startswith("no recommendation: the reference gradient is not resolved")
+    # |g| = 3 SE is still noise; 3.1 SE is resolved
+    assert unresolved(3.0, 1.0, 0, 100, []) and not unresolved(3.1, 1.0, 0, 100, [])
+
+
+def test_dominating_non_finite_draws_withhold_the_recommendation():
+    ok = Draws("antithetic_es", "es", {"sigma": 0.1}, pm(1.0) + 0.5, 0, 40, 0.0)
+    wild = Draws("bptt", "pathwise", {"sigma": 0.1}, pm(1.0)[:0], 3, 20, 0.0)
+    a = scored(0.5, 0.01, ok, wild)
+    assert a.withheld.startswith("3 of 5 candidate draws were non-finite")
+    a = scored(0.5, 0.01, ok, reference_nonfinite=3000, reference_pairs=1000)
+    assert a.withheld.startswith("3000 of 4000 reference draws were non-finite")
+    assert not scored(0.5, 0.01, ok, reference_nonfinite=10).withheld
+
+
+def issue_case():
+    """The issue's a = 1.3 disagreement: truncated BPTT had the smallest MSE(C) but not the
+    smallest rank (its bias is barely resolved), so by the rule antithetic ES wins."""
+    es = Draws("antithetic_es", "es", {"sigma": 0.01}, pm(1.0) + 0.5, 0, 40, 0.0)
+    tb = Draws("truncated_bptt", "pathwise", {"K": 8}, pm(0.05) + 0.6, 0, 20, 0.0)
+    return scored(0.5, 0.1, es, tb)
+
+
+def test_the_table_the_verdict_and_the_figure_agree(tmp_path):
+    a = issue_case()
+    es, tb = a.candidates
+    assert tb.mse < es.mse and tb.rank > es.rank          # the case that used to disagree
+    assert [c.estimator for c in ranked(a.candidates, True)] == ["antithetic_es",
+                                                                 "truncated_bptt"]
+    text = format_advice(a)
+    assert f"rule: {RULE}" in text
+    rows = [line for line in text.splitlines() if "(sigma = 0.01)" in line or "(K = 8)" in line]
+    assert rows[0].lstrip().startswith("=> antithetic_es") and "<- recommended" in rows[0]
+    assert "<- recommended" not in rows[1]
+    ratio = tb.rank / es.rank
+    assert a.evidence[-1] == (f"use antithetic_es with sigma = 0.01, pairs = "
+                              f"{a.recommendation['settings']['pairs']} (smallest rank at T = 10; "
+                              f"next best truncated_bptt(K = 8) has {ratio:.3g}x its rank)")
+    paths = plot(a, tmp_path, "chaotic_a1.3")
+    assert [p.name for p in paths] == ["advise_toy_chaotic_a1.3_mse.png"]
+    csv = (tmp_path / "figures" / "advise_toy_chaotic_a1.3_mse.csv").read_text().splitlines()
+    assert csv[0].endswith(",rank,nonfinite,recommended")
+    assert csv[1].startswith("antithetic_es,") and csv[1].endswith(",1")
+    assert csv[2].startswith("truncated_bptt,") and csv[2].endswith(",0")
+    caption = (tmp_path / "figures" / "advise_toy_chaotic_a1.3_mse.txt").read_text()
+    assert "Rule: rank = MSE(C)" in caption and "marked =>" in caption

@@ -71,3 +71,25 @@ def test_bptt_peak_memory_is_the_child_process_own():
     long, saved_long = bench.bptt_peak_memory(400, None, samples=64)
     assert short < 2**30 and long < 2**30
     assert saved_long > 100 * saved_short and long > short
+
+
+class _FakeCompiled:
+    """Compiles (adds to compile_seconds) on the calls listed in ``compiling``."""
+
+    def __init__(self, compiling):
+        self.compile_seconds, self.calls, self.compiling = 0.0, 0, set(compiling)
+
+    def measure(self):
+        self.calls += 1
+        if self.calls in self.compiling:
+            self.compile_seconds += 5.0
+            return 5.5
+        return 0.5 + 0.01 * self.calls
+
+
+def test_compiled_timings_exclude_compilation_at_every_size():
+    fast = _FakeCompiled({1, 2})        # the warm-up and the first timed call both compile
+    assert bench.steady_seconds(fast.measure, fast) == pytest.approx(0.53)
+    assert fast.calls == 4
+    always = _FakeCompiled(range(1, 100))
+    assert math.isnan(bench.steady_seconds(always.measure, always))

@@ -139,3 +139,100 @@ def test_sigkill_part_way_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert len(computed) == 20 - done_before                 # finished cells were not redone
     assert all(m["payload"] == list(range(200)) for m in metrics)   # no half-written row
     assert sorted(m["T"] for m in metrics) == list(range(1, 21))
+
+
+# --- a damaged file, concurrent creation, versioned keys, report builds ----------------------
+
+def _damage(path: Path) -> None:
+    """8 KiB of garbage in the middle of the file (what the issue's probe did)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 8192] = bytes((i * 37 + 11) % 256 for i in range(8192))
+    path.write_bytes(bytes(data))
+
+
+def _filled_store(directory: Path) -> Path:
+    with ResultsStore(directory) as store:
+        for i in range(400):
+            store.put(Cell("fill", "logistic_map", "bptt", {"i": i, "pad": "x" * 200}),
+                      {"v": list(range(50))}, steps=1, seconds=0.0)
+    for extra in ("-wal", "-shm"):
+        (directory / (STORE_FILE + extra)).unlink(missing_ok=True)
+    return directory / STORE_FILE
+
+
+def test_a_damaged_store_is_one_error_naming_the_file_before_anything_is_written(tmp_path):
+    path = _filled_store(tmp_path)
+    _damage(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        ResultsStore(tmp_path)
+    message = str(info.value)
+    assert "damaged" in message and str(path) in message and ".recover" in message
+    assert "\n" not in message
+    assert path.read_bytes() == before                       # nothing written into it
+
+
+def test_a_damaged_store_through_the_cli_is_exit_2_without_a_traceback(tmp_path):
+    _damage(_filled_store(tmp_path))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "report", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "damaged" in proc.stderr
+
+
+CREATE = textwrap.dedent("""
+    import importlib.util, sys, time
+    # store.py alone (stdlib only), so that many processes start fast
+    spec = importlib.util.spec_from_file_location("store", sys.argv[4])
+    store_module = sys.modules["store"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(store_module)
+    Cell, ResultsStore = store_module.Cell, store_module.ResultsStore
+    start = float(sys.argv[2])
+    while time.time() < start:
+        pass
+    with ResultsStore(sys.argv[1]) as store:
+        store.put(Cell("race", "logistic_map", params={"who": sys.argv[3]}), {}, steps=0,
+                  seconds=0.0)
+""")
+
+
+def test_processes_creating_one_fresh_store_at_once_all_succeed(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    source = ROOT / "experiments" / "core" / "store.py"
+    for attempt in range(15):  # some failed at once with "database is locked" before
+        directory = tmp_path / f"fresh{attempt}"
+        start = time.time() + 0.3
+        procs = [subprocess.Popen([sys.executable, "-c", CREATE, str(directory), str(start),
+                                   str(who), str(source)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for who in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        with ResultsStore(directory) as store:
+            assert len(store.rows("race")) == 4
+
+
+def test_cell_keys_carry_the_metric_version(monkeypatch, tmp_path):
+    import experiments.core.store as store_module
+    cell = Cell("curves", "logistic_map", "pes", {"T": 8}, seed=0)
+    with ResultsStore(tmp_path) as store:
+        store.put(cell, {"mse": 1.0}, steps=1, seconds=0.0)
+        assert store.done(cell)
+        assert not store.done(Cell("curves", "logistic_map", "pes", {"T": 8}, 0, version=2))
+        monkeypatch.setattr(store_module, "METRICS_VERSION", store_module.METRICS_VERSION + 1)
+        assert not store.done(cell)                           # stale: recomputed, not reused
+
+
+def test_concurrent_report_builds_use_their_own_temporary_files(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from experiments.core.report import build_report
+    with ResultsStore(tmp_path) as store:
+        store.put(Cell("any", "logistic_map"), {"x": 1}, steps=0, seconds=0.0)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: build_report(tmp_path), range(16)))
+    assert all(p == tmp_path / "report.html" for p in paths)
+    assert (tmp_path / "report.html").read_text().endswith("</html>\n")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
