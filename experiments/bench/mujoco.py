@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = raw_rollout(system, theta, keys, a.T, a.threads)
         gym = gymnasium_rollout(name, theta, a.gym_steps) * a.T / a.gym_steps
         print(f"{name:14s}{steps / ours:12.0f}{steps / raw:13.0f}{steps / gym:12.0f}"
-              f"{raw / ours:10.2f}{gym / ours:10.2f}{ours:9.2f}")
+              f"{raw / ours:10.3g}{gym / ours:10.3g}{ours:9.3g}")
     print(f"\npathwise gradient: B = {a.B_grad}, T = {a.T_grad}")
     print(f"{'model':14s}{'integrator':>14s}{'forward s':>11s}{'fwd+graph s':>13s}"
           f"{'backward s':>12s}{'grad/forward':>14s}")
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         system = systems.make(f"mujoco:{name}", threads=a.threads, **kw)
         theta, keys = linear_policy(system, a.B_grad), torch.arange(a.B_grad)
         fwd, graph, bwd = gradient_cost(system, theta, keys, a.T_grad)
-        print(f"{name:14s}{kw.get('integrator', 'own'):>14s}{fwd:11.3f}{graph:13.3f}"
-              f"{bwd:12.3f}{(graph + bwd) / fwd:14.1f}")
+        print(f"{name:14s}{kw.get('integrator', 'own'):>14s}{fwd:11.3g}{graph:13.3g}"
+              f"{bwd:12.3g}{(graph + bwd) / fwd:14.3g}")
     return 0
 
 
