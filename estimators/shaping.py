@@ -145,7 +145,11 @@ def shape_split(pre_pos: Tensor, pre_neg: Tensor, post_pos: Tensor, post_neg: Te
     and ``post' = 0``. Members of pairs with a non-finite part get NaN.
 
     Args:
-        pre_pos, pre_neg, post_pos, post_neg: ``[N]`` raw parts of the + and - members.
+        pre_pos: ``[N]`` raw loss of each + member before its restart (the whole window
+            when there is none).
+        pre_neg: ``[N]`` the same for the - members.
+        post_pos: ``[N]`` raw loss of each + member after its restart (0 when none).
+        post_neg: ``[N]`` the same for the - members.
         pre_steps: ``[N]`` int, steps of the window before pair i's restart (K: none).
         steps: K.
         shaping: None (the parts are returned as they are), ``"std"`` or ``"ranks"``.

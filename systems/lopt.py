@@ -172,8 +172,10 @@ class MLPLOpt:
         """The 8 normalised per-parameter features ``[B, P, 8]``: (g, p, m_1 .. m_6) / rms_W.
 
         Args:
-            p, g: ``[B, P]`` parameters and gradients; m: ``[B, P, 6]`` momenta (already
-                updated with g); sizes: sizes of the inner tensors, summing to P.
+            p: ``[B, P]`` parameters.
+            g: ``[B, P]`` gradients.
+            m: ``[B, P, 6]`` momenta (already updated with g).
+            sizes: sizes of the inner tensors, summing to P.
         """
         return normalize_per_tensor(torch.cat([g[..., None], p[..., None], m], dim=-1), sizes)
 
