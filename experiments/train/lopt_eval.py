@@ -174,14 +174,14 @@ def format_table(result: dict) -> str:
     T = result["T"]
     lines = [f"held-out validation of learned_optimizer_digits ({result['regime']}, T = {T}, "
              f"{result['episodes']} held-out inits): median [IQR] over seeds x inits",
-             f"{'optimizer':22s}" + "".join(f"{f'loss @ {k}T [IQR]':>28s}{'acc':>7s}" for k in (1, 2, 4))]
+             f"{'optimizer':22s}" + "".join(f"{f'loss @ {k}T [IQR]':>31s}{'acc':>7s}" for k in (1, 2, 4))]
     for name, m in result["methods"].items():
         cells = []
         for H in (T, 2 * T, 4 * T):
             lo, med, hi = m["at"][H]["val_loss"]
             cells.append(f"{med:.4g} [{lo:.4g}, {hi:.4g}] {m['at'][H]['val_accuracy'][1]:6.3f}")
         lr = f"  lr {m['lr'][T]:g}/{m['lr'][2 * T]:g}/{m['lr'][4 * T]:g}" if "lr" in m else ""
-        lines.append(f"{name:22s}" + "".join(f"{c:>35s}" for c in cells) + lr)
+        lines.append(f"{name:22s}" + "".join(f" {c:>36s}" for c in cells) + lr)
     return "\n".join(lines)
 
 
