@@ -36,9 +36,9 @@ _NOT_COMMANDS = {"cli", "core", "bench"}
 # `chaosgrad --help` lists these first, in this order; any other command follows by name
 _HELP_ORDER = ("list", "table", "curves", "reproduce", "report", "advise", "train", "compare")
 # optional dependencies -> the pyproject extra that installs them
-_EXTRAS = {"cma": "blackbox", "nevergrad": "blackbox", "evosax": "blackbox", "jax": "blackbox",
-           "jaxlib": "blackbox", "ray": "ray", "mujoco": "mujoco", "gymnasium": "mujoco",
-           "sklearn": "digits"}
+# (None: a package of the default install, so a broken or partial install)
+_EXTRAS = {"cma": None, "nevergrad": None, "evosax": None, "jax": "bench", "jaxlib": "bench",
+           "ray": "ray", "mujoco": "mujoco", "gymnasium": "mujoco", "sklearn": "digits"}
 
 
 def commands() -> list[Command]:
@@ -76,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _missing_extra(err: ModuleNotFoundError) -> str | None:
     top = (err.name or "").split(".")[0]
-    extra = _EXTRAS.get(top)
-    if extra is None:
+    if top not in _EXTRAS:
         return None
+    extra = _EXTRAS[top]
+    if extra is None:
+        return (f"{top} is not installed, but the default install includes it: "
+                "pip install -e . (or pip install chaosgrad) again")
     return (f"{top} is not installed; it comes with the {extra!r} extra: "
             f"pip install 'chaosgrad[{extra}]' (or pip install -e '.[{extra}]')")
 

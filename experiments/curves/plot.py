@@ -349,6 +349,8 @@ def _time_panel(ax, rows, cfg: Config, cap) -> tuple[list[dict], list[tuple]]:
     log_y(ax)
     off_scale(ax, cap, values)
     ax.margins(x=0.12)  # room for the K labels
+    from matplotlib.ticker import NullFormatter
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow decade overlap
     ax.set_xlabel(f"wall-clock seconds per {cfg.pairs}-sample estimate ({cfg.device})")
     ax.grid(True, alpha=0.3)
     return data, labels
