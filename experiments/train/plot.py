@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from experiments.core.plotting import new_figure, save_figure
+from experiments.core.plotting import file_stem, new_figure, save_figure, text
 
 from .run import system_of
 
@@ -46,12 +46,12 @@ def plot(results: dict, directory: str | Path = "results", prefix: str = "compar
                       f"{s['median'][i]:.6g}", f"{s['q75'][i]:.6g}", s["seeds"]]
                      for i in range(len(x))]
         ax.set(xlabel=label, ylabel="L(theta), fixed evaluation episodes",
-               title=f"{cfg.system} ({cfg.regime}): meta-training on {cfg.budget:,} steps")
+               title=f"{text(cfg.system)} ({cfg.regime}): meta-training on {cfg.budget:,} steps")
         if positive:
             ax.set_yscale("log")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        paths.append(save_figure(fig, directory, f"{prefix}_{cfg.system}_{suffix}",
+        paths.append(save_figure(fig, directory, file_stem(prefix, cfg.system, suffix),
                                  ["method", "checkpoint", "steps", "seconds", "loss_q25",
                                   "loss_median", "loss_q75", "seeds"], data,
                                  _caption(cfg, label), dpi=110))
