@@ -138,5 +138,5 @@ def test_a_registered_report_section_renders_its_kinds(tmp_path, monkeypatch):
 def test_the_cli_finds_every_command_module():
     names = [c.name for c in cli.commands()]
     assert names == ["list", "table", "curves", "reproduce", "report", "advise", "train",
-                     "compare"]
+                     "compare", "evaluate-lopt"]
     assert all(isinstance(c, Command) and c.help and callable(c.main) for c in cli.commands())
