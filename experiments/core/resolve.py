@@ -33,7 +33,8 @@ import systems
 from .errors import location, one_line
 
 __all__ = ["resolve_system", "make_system", "build_system", "parse_overrides", "load_target",
-           "is_target", "system_regimes", "resolve_device", "DEVICES", "NO_REGIME"]
+           "is_target", "system_regimes", "source_digest", "resolve_device", "DEVICES",
+           "NO_REGIME"]
 
 DEVICES = ("auto", "cpu", "cuda")
 NO_REGIME = "default"  # the one regime of a system that names none: its constructor's defaults
@@ -230,6 +231,34 @@ def system_regimes(name: str) -> dict:
     if not isinstance(cls, type):
         cls = make_system(name)
     return dict(getattr(cls, "regimes", {}) or {NO_REGIME: {}})
+
+
+def source_digest(name: str) -> str:
+    """A short content hash (the first 12 hex digits of SHA-256) of the source file behind a
+    user's system: the file of ``path/to/file.py:attr``, the module's file of
+    ``package.module:attr``; ``""`` for registered names and family members.
+
+    Commands put it into the cells of a user's system, so that editing the file and rerunning
+    into the same ``--out`` recomputes those cells instead of reusing them (registered systems'
+    cells, and so their keys, are unchanged).
+    """
+    if not is_target(name):
+        return ""
+    where = name.rpartition(":")[0]
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+    else:
+        try:
+            spec = importlib.util.find_spec(where)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not Path(spec.origin).is_file():
+            raise ValueError(f"cannot find the source file of {where!r}")
+        path = Path(spec.origin)
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    except OSError as err:
+        raise ValueError(f"cannot read {str(path)!r}: {err.strerror or err}") from None
 
 
 def resolve_device(name: str) -> str:

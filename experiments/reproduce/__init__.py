@@ -17,7 +17,10 @@ cell by cell into the results store of the output directory (a rerun skips finis
 Each figure is a module (`fig1` .. `fig4`) with a ``Config`` (``quick()`` and ``full()``), its
 ``cells(config)``, ``compute(cell, device)``, ``run(config, store) -> results``, one plot function
 per drawn figure and ``plot(results, directory) -> [png paths]``, and a `Figure` entry ``FIGURE``
-that `command.FIGURES` lists; `common` holds what they share. Figures go to
+that `command.FIGURES` lists; `common` holds what they share. A figure whose system can be
+swapped (fig1, fig4) gives its ``FIGURE`` a ``swap(config, system, regimes, overrides)``, which
+``--system NAME [--regime ...] [--set ...]`` calls (names resolved by `experiments.core.resolve`,
+the same path as every other command; a user's system's cells carry its file's content hash). Figures go to
 ``DIR/figures/<name>.png`` with their data (``.csv``) and a caption (``.txt``).
 
 Variance is the trace of the covariance of the per-sample contributions

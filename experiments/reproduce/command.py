@@ -10,7 +10,8 @@ from pathlib import Path
 from experiments.core.command import (Command, add_device_argument, add_out_argument,
                                       recorded_command)
 from experiments.core.report import build_report
-from experiments.core.resolve import resolve_device
+from experiments.core.resolve import (parse_overrides, resolve_device, resolve_system,
+                                      system_regimes)
 from experiments.core.store import STORE_FILE, ResultsStore
 from experiments.core.sweep import add_backend_arguments, backend_options
 
@@ -39,16 +40,59 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "default) or robot (figure 1 on MuJoCo's HalfCheetah, the mujoco extra)")
     p.add_argument("--quick", action="store_true",
                    help="small settings (a few minutes on a CPU); default: publication settings")
+    p.add_argument("--system", default=None, metavar="NAME",
+                   help="fig1 and fig4 on this system instead of the paper's: a registered "
+                        "name, path/to/file.py:attr or package.module:attr (--set horizon=... "
+                        "scales fig1's horizons)")
+    p.add_argument("--regime", nargs="+", default=None,
+                   help="regimes of --system (default: all of them)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="constructor override of --system, repeatable (e.g. --set a=1.3)")
     add_out_argument(p)
     add_device_argument(p, "auto")
     add_backend_arguments(p)
 
 
+def _swapped(names: list[str], args: argparse.Namespace):
+    """``config -> config`` putting ``--system`` (with ``--regime``/``--set``) into a figure, or
+    None without ``--system``; ValueError for a figure whose system is fixed."""
+    system = getattr(args, "system", None)
+    if system is None:
+        if getattr(args, "regime", None) or getattr(args, "set", None):
+            raise ValueError("--regime/--set apply to --system; name one "
+                             "(e.g. --system path/to/file.py:attr)")
+        return None
+    fixed = [n for n in names if FIGURES[n].swap is None]
+    if fixed:
+        can = ", ".join(n for n in FIGURES if FIGURES[n].swap is not None)
+        raise ValueError(f"--system: figure {', '.join(fixed)} has fixed systems "
+                         f"({'; '.join(FIGURES[n].title for n in fixed)}); --system applies to "
+                         f"{can} (e.g. chaosgrad reproduce fig1 --system {system})")
+    system = resolve_system(system)
+    overrides = parse_overrides(args.set)
+    known = system_regimes(system)
+    regimes = tuple(args.regime or known)
+    for regime in regimes:
+        if regime not in known:
+            raise ValueError(f"unknown regime {regime!r} of {system}; available: "
+                             f"{', '.join(known)}")
+    return lambda spec, cfg: spec.swap(cfg, system, regimes, overrides)
+
+
 def main(args: argparse.Namespace) -> int:
-    """``chaosgrad reproduce``: measure and plot the chosen figures, build the report; exit code."""
-    chosen = args.figures or ["all"]
+    """``chaosgrad reproduce``: measure and plot the chosen figures, build the report; exit code.
+
+    With ``--system`` the chosen figures (fig1, fig4) run on that system in its regimes; every
+    check happens before ``--out`` is created."""
+    chosen = args.figures or (["fig1", "fig4"] if getattr(args, "system", None) else ["all"])
     names = list(dict.fromkeys(n for c in chosen for n in (ALL if c == "all" else [c])))
     device = resolve_device(args.device)
+    swap = _swapped(names, args)
+    configs = {}
+    for name in names:
+        spec = FIGURES[name]
+        cfg = replace(spec.config.quick() if args.quick else spec.config.full(), device=device)
+        configs[name] = swap(spec, cfg) if swap else cfg
     backend = backend_options(args)
     directory = Path(args.out)
     written, total = [], time.perf_counter()
@@ -56,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         store.log_run(recorded_command(args))
         for name in names:
             spec = FIGURES[name]
-            cfg = replace(spec.config.quick() if args.quick else spec.config.full(), device=device)
+            cfg = configs[name]
             before, start = len(store.rows()), time.perf_counter()
             results = spec.run(cfg, store, **backend)
             written += spec.plot(results, directory)

@@ -10,11 +10,13 @@ import torch
 import systems
 from experiments.core.measure import episode_estimates, estimator_kwargs
 from experiments.core.plotting import estimator_color
+from experiments.core.resolve import make_system, source_digest, system_regimes
 from experiments.core.stats import Fit, log10_norm, log10_trace_cov, ols
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult, run_cells
 
-__all__ = ["F64", "Figure", "measure_cells", "episode_keys", "hyper", "measure_estimator",
+__all__ = ["F64", "Figure", "measure_cells", "system_params", "build", "episode_keys", "hyper",
+           "measure_estimator",
            "fit_log_variance", "variance_table", "select_rows", "ESTIMATOR_STYLE",
            "regime_label", "dt_note", "fmt", "decades"]
 
@@ -25,12 +27,37 @@ _SLICE_SALT = 0x511CE  # episode keys of the loss slices and energy curves
 class Figure(NamedTuple):
     """One figure of ``chaosgrad reproduce``: its config class (with ``quick()`` and
     ``full()``), ``run(config, store, progress, **backend) -> results``,
-    ``plot(results, directory) -> [png paths]`` and a title for the progress lines."""
+    ``plot(results, directory) -> [png paths]``, a title for the progress lines, and for a
+    figure whose system can be swapped ``swap(config, system, regimes, overrides) -> config``
+    (None: the figure's systems are fixed)."""
 
     config: type
     run: Callable
     plot: Callable
     title: str
+    swap: Callable | None = None
+
+
+def system_params(system: str, overrides: dict | None = None) -> dict:
+    """What a cell's params add for a swapped-in system: ``{"set": overrides}`` when there are
+    ``--set`` overrides, ``{"source": digest}`` for a user's file or module (`source_digest`,
+    so an edited file gives new cells); ``{}`` for a registered system without overrides (the
+    paper's cells keep their keys)."""
+    out: dict = {}
+    if overrides:
+        out["set"] = dict(overrides)
+    digest = source_digest(system)
+    if digest:
+        out["source"] = digest
+    return out
+
+
+def build(cell: Cell, regime: str | None = None) -> systems.System:
+    """The system of ``cell`` in ``regime`` (default: its params' regime) with its ``--set``
+    overrides (`experiments.core.resolve.make_system`)."""
+    p = cell.params
+    return make_system(cell.system, regime if regime is not None else p.get("regime"),
+                       p.get("set"))
 
 
 def measure_cells(cfg, store: ResultsStore, cells: list[Cell],
@@ -131,11 +158,13 @@ def decades(x: float) -> float:
 
 def regime_label(system: str, regime: str) -> str:
     """``"chaotic (r = 3.9)"``: a regime with its constructor settings."""
-    settings = systems.SYSTEMS.get(system).regimes[regime]
+    settings = system_regimes(system).get(regime, {})
+    if not settings:
+        return regime
     return f"{regime} ({', '.join(f'{k} = {fmt(v, 3)}' for k, v in settings.items())})"
 
 
 def dt_note(system: str) -> str:
     """`` (steps of dt = 10 ms)`` for systems with a time step, else ""."""
-    dt = getattr(systems.SYSTEMS.get(system)(), "dt", None)
-    return f" (steps of dt = {dt * 1000:g} ms)" if dt else ""
+    dt = getattr(make_system(system), "dt", None)
+    return f" (steps of dt = {dt * 1000:g} ms)" if isinstance(dt, (int, float)) and dt else ""

@@ -3,25 +3,26 @@ theta for several T, and the per-sample gradient variance tr Cov against T for B
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-import systems
 from experiments.core.measure import episode_losses
-from experiments.core.plotting import colors, errorbar, headroom, new_figure, save_figure
+from experiments.core.plotting import colors, errorbar, headroom, new_figure, save_figure, text
 from experiments.core.resolve import make_system
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult
 
-from .common import (ESTIMATOR_STYLE, F64, Figure, decades, dt_note, episode_keys,
+from .common import (ESTIMATOR_STYLE, F64, Figure, build, decades, dt_note, episode_keys,
                      fit_log_variance, fmt, hyper, measure_cells, measure_estimator,
-                     regime_label, select_rows, variance_table)
+                     regime_label, select_rows, system_params, variance_table)
 
 __all__ = ["Rollout", "Fig1Config", "cells", "compute", "run_fig1", "plot_fig1",
-           "plot_fig1_slices", "plot_fig1_variance", "FIGURE"]
+           "plot_fig1_slices", "plot_fig1_variance", "for_system", "SWAP_SIGMA", "FIGURE"]
+
+SWAP_SIGMA = 0.1  # ES / PES sigma for a swapped-in system (``reproduce fig1 --system``)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Rollout:
     sigma: float                    # ES / PES perturbation scale
     slice_horizons: tuple[int, ...]
     slice_span: float               # theta0 + alpha d, alpha in [-span, span], |d| = 1
+    slice_regime: str = "chaotic"   # the regime of the loss slices
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Fig1Config:
     seeds: tuple[int, ...] = (0,)
     slice_points: int = 61
     slice_keys: int = 4
+    overrides: tuple[tuple[str, object], ...] = ()  # --set of a swapped-in system
     device: str = "cpu"
 
     @classmethod
@@ -76,14 +79,15 @@ def cells(cfg: Fig1Config) -> list[Cell]:
     """The loss-slice cells, then one variance cell per (system, regime, T, estimator, seed)."""
     out = []
     for ro in cfg.rollouts:
+        extra = system_params(ro.system, dict(cfg.overrides))
         for T in ro.slice_horizons:
             out.append(Cell("fig1_slice", ro.system, "-",
-                            {"regime": "chaotic", "T": T, "points": cfg.slice_points,
-                             "span": ro.slice_span, "keys": cfg.slice_keys}, 0))
+                            {"regime": ro.slice_regime, "T": T, "points": cfg.slice_points,
+                             "span": ro.slice_span, "keys": cfg.slice_keys, **extra}, 0))
         for regime in cfg.regimes:
             for T in ro.horizons:
                 for name in cfg.estimators:
-                    p = {"regime": regime, "T": T, "N": cfg.samples}
+                    p = {"regime": regime, "T": T, "N": cfg.samples, **extra}
                     if name != "bptt":
                         p["sigma"] = ro.sigma
                     if name == "pes":
@@ -101,7 +105,7 @@ def _slice_direction(dim: int, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def _compute_slice(cell: Cell, device) -> CellResult:
     p = cell.params
-    system = make_system(cell.system, p["regime"])
+    system = build(cell)
     theta0 = system.init_params(dtype=F64, device=device)
     d = _slice_direction(system.param_dim, cell.seed).to(device)
     alpha = torch.linspace(-p["span"], p["span"], p["points"], dtype=F64, device=device)
@@ -118,7 +122,7 @@ def compute(cell: Cell, device) -> CellResult:
     """One cell of figure 1: a loss slice, or one estimator's per-sample statistics."""
     if cell.kind == "fig1_slice":
         return _compute_slice(cell, device)
-    system = make_system(cell.system, cell.params["regime"])
+    system = build(cell)
     return measure_estimator(system, cell.estimator, hyper(cell.estimator, cell.params),
                              cell.seed, device)
 
@@ -142,11 +146,12 @@ def plot_fig1_slices(results: dict, directory: Path) -> Path:
             a, loss = r["metrics"]["alpha"], r["metrics"]["loss"]
             mid = loss[len(loss) // 2]
             ax.plot(a, [v - mid for v in loss], color=cmap[i], lw=1.2, label=f"T = {T}")
-            data += [[ro.system, "chaotic", T, x, v] for x, v in zip(a, loss)]
+            data += [[ro.system, ro.slice_regime, T, x, v] for x, v in zip(a, loss)]
         ax.axvline(0.0, color="0.7", lw=0.8, ls=":")
         ax.set_xlabel(r"step $\alpha$ along a random unit direction $d$ of $\theta$")
         ax.set_ylabel(r"$L(\theta_0 + \alpha d) - L(\theta_0)$  (mean loss per step)")
-        ax.set_title(f"{ro.system}, {regime_label(ro.system, 'chaotic')}", fontsize=9)
+        ax.set_title(text(f"{ro.system}, {regime_label(ro.system, ro.slice_regime)}"),
+                     fontsize=9)
         ax.legend(title="horizon T" + dt_note(ro.system), fontsize=8, title_fontsize=8)
     fig.suptitle("Figure 1a. Loss along a 1-D slice of the policy parameters: smooth for short "
                  "unrolls, rugged for long ones", fontsize=10)
@@ -183,7 +188,7 @@ def _variance_panel(ax, rows, ro: Rollout, regime: str, cfg: Fig1Config, notes: 
                          m["log10_var"], m["log10_grad_norm"], m["loss"], m["nonfinite"]])
     ax.set_xlabel("horizon T" + dt_note(ro.system))
     ax.set_ylabel("gradient variance, tr Cov (log scale)")
-    ax.set_title(f"{ro.system}, {regime_label(ro.system, regime)}", fontsize=9)
+    ax.set_title(text(f"{ro.system}, {regime_label(ro.system, regime)}"), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="major")
     headroom(ax, 0.4)
@@ -235,8 +240,9 @@ def _implied_lyapunov(rows: Sequence[dict], cfg: Fig1Config) -> list[str]:
     notes = []
     for ro in cfg.rollouts:
         fit = fit_log_variance(select_rows(rows, kind="fig1_variance", system=ro.system,
-                                           estimator="bptt", regime="chaotic"))
-        dt = getattr(systems.SYSTEMS.get(ro.system)(), "dt", None)
+                                           estimator="bptt", regime=ro.slice_regime))
+        dt = getattr(make_system(ro.system), "dt", None)
+        dt = dt if isinstance(dt, (int, float)) and dt else None
         unit = "/s" if dt else "per step"
         notes.append(f"{ro.system} lambda ~ {fmt(fit.slope / 2 / (dt or 1.0), 3)} "
                      f"± {fmt(fit.se / 2 / (dt or 1.0), 2)} {unit}")
@@ -259,4 +265,24 @@ def _relative_variance_notes(rows: Sequence[dict], cfg: Fig1Config) -> list[str]
             if name != "bptt"]
 
 
-FIGURE = Figure(Fig1Config, run_fig1, plot_fig1, "policy rollouts")
+def for_system(cfg: Fig1Config, system: str, regimes: tuple[str, ...],
+               overrides: dict) -> Fig1Config:
+    """``cfg`` with ``system`` (any name `make_system` takes) in ``regimes`` with ``overrides``
+    in place of the paper's rollouts: its horizons are the same fractions of the system's own
+    ``horizon`` as ``cfg``'s first rollout's are of its largest T (multiples of the PES window
+    K = horizon // 10), sigma = `SWAP_SIGMA`; the slices are in its "chaotic" regime (else its
+    last one). ``--set horizon=...`` scales the whole figure."""
+    horizon = int(make_system(system, regimes[-1], overrides).horizon)
+    k = max(1, horizon // 10)
+    ro = cfg.rollouts[0]
+
+    def grid(ts: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted({max(k, round(t / ro.horizons[-1] * horizon / k) * k) for t in ts}))
+
+    rollout = Rollout(system, grid(ro.horizons), k, SWAP_SIGMA, grid(ro.slice_horizons),
+                      ro.slice_span, "chaotic" if "chaotic" in regimes else regimes[-1])
+    return replace(cfg, rollouts=(rollout,), regimes=tuple(regimes),
+                   overrides=tuple(sorted(overrides.items())))
+
+
+FIGURE = Figure(Fig1Config, run_fig1, plot_fig1, "policy rollouts", for_system)

@@ -4,21 +4,22 @@ gradient's spread."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 import systems
-from experiments.core.plotting import errorbar, finite, new_figure, save_figure
+from experiments.core.plotting import errorbar, finite, new_figure, save_figure, text
 from experiments.core.resolve import make_system
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult
 
-from .common import F64, Figure, episode_keys, measure_cells, regime_label, select_rows
+from .common import (F64, Figure, build, episode_keys, measure_cells, regime_label, select_rows,
+                     system_params)
 
 __all__ = ["Fig4Config", "cells", "compute", "run_fig4", "plot_fig4", "plot_fig4_spectra",
-           "plot_fig4_lyapunov", "FIGURE"]
+           "plot_fig4_lyapunov", "plot_fig4_rates", "for_system", "FIGURE"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Fig4Config:
     samples: int = 64
     attractor_r: int = 601          # r values of the bifurcation diagram
     seed: int = 0
+    rates: str = ""                 # a swapped-in system: its exponent and growth per regime
+    overrides: tuple[tuple[str, object], ...] = ()  # --set of a swapped-in system
     device: str = "cpu"
 
     @classmethod
@@ -54,10 +57,23 @@ class Fig4Config:
 
 
 def cells(cfg: Fig4Config) -> list[Cell]:
-    """The spectra (system x regime), the attractor, and per r an exponent and a growth rate."""
-    out = [Cell("fig4_eigenvalues", name, "-", {"regime": regime, "t": list(times),
-                                                 "trajectories": cfg.trajectories}, cfg.seed)
+    """The spectra (system x regime), the attractor, and per r an exponent and a growth rate
+    (for a swapped-in system: no attractor, an exponent and a growth rate per regime)."""
+    out = [Cell("fig4_eigenvalues", name, "-",
+                {"regime": regime, "t": list(times), "trajectories": cfg.trajectories,
+                 **system_params(name, dict(cfg.overrides))}, cfg.seed)
            for name, times in cfg.spectra for regime in cfg.regimes]
+    if cfg.rates:
+        extra = system_params(cfg.rates, dict(cfg.overrides))
+        for regime in cfg.regimes:
+            out.append(Cell("fig4_lyapunov", cfg.rates, "-",
+                            {"regime": regime, "steps": cfg.lyapunov_steps,
+                             "burn_in": cfg.burn_in, "finite_time": max(cfg.horizons),
+                             "trajectories": cfg.samples, **extra}, cfg.seed))
+            out.append(Cell("fig4_growth", cfg.rates, "bptt",
+                            {"regime": regime, "horizons": list(cfg.horizons), "N": cfg.samples,
+                             **extra}, cfg.seed))
+        return out
     r_lo, r_hi = cfg.r_values[0], cfg.r_values[-1]
     out.append(Cell("fig4_attractor", "logistic_map", "-",
                     {"r": [r_lo, r_hi, cfg.attractor_r], "burn_in": cfg.burn_in, "points": 60},
@@ -74,7 +90,7 @@ def cells(cfg: Fig4Config) -> list[Cell]:
 
 def _eigenvalues(cell: Cell, device) -> CellResult:
     p = cell.params
-    system = make_system(cell.system, p["regime"])
+    system = build(cell)
     theta = system.init_params(dtype=F64, device=device)
     eig, ts = [], []
     for t in p["t"]:
@@ -109,10 +125,19 @@ def _attractor(cell: Cell, device) -> CellResult:
                       r.shape[0] * (p["burn_in"] + p["points"] // 4), str(device))
 
 
+def _system_theta(cell: Cell, device):
+    """A swapped-in system in its regime at its initial parameters, else the logistic map at r."""
+    p = cell.params
+    if "regime" in p:
+        system = build(cell)
+        return system, system.init_params(dtype=F64, device=device)
+    return (systems.make(cell.system, r=p["r"]),
+            torch.tensor([p["r"]], dtype=F64, device=device))
+
+
 def _lyapunov(cell: Cell, device) -> CellResult:
     p = cell.params
-    system = systems.make(cell.system, r=p["r"])
-    theta = torch.tensor([p["r"]], dtype=F64, device=device)
+    system, theta = _system_theta(cell, device)
     asym = systems.lyapunov_exponents(system, theta, steps=p["steps"], burn_in=p["burn_in"],
                                       trajectories=p["trajectories"], seed=cell.seed)
     # over the same first steps from t = 0 as the gradients' horizons (transients included)
@@ -127,8 +152,7 @@ def _lyapunov(cell: Cell, device) -> CellResult:
 
 def _growth(cell: Cell, device) -> CellResult:
     p = cell.params
-    system = systems.make(cell.system, r=p["r"])
-    theta = torch.tensor([p["r"]], dtype=F64, device=device)
+    system, theta = _system_theta(cell, device)
     g = systems.gradient_growth_rate(system, theta, horizons=p["horizons"], samples=p["N"],
                                      seed=cell.seed)
     metrics = {"slope": g.slope, "intercept": g.intercept, "log_std": g.log_std.tolist(),
@@ -164,7 +188,7 @@ def _spectrum_panel(fig, ax, m: dict, name: str, regime: str) -> None:
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(r"Re $\lambda$")
     ax.set_ylabel(r"Im $\lambda$")
-    ax.set_title(f"{name}, {regime_label(name, regime)}\n"
+    ax.set_title(text(f"{name}, {regime_label(name, regime)}") + "\n"
                  f"mean ln spectral radius {m['mean_log_radius']:.3f}, "
                  f"max |lambda| {m['max_modulus']:.3g}", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
@@ -273,7 +297,66 @@ def plot_fig4_lyapunov(results: dict, directory: Path) -> Path:
 def plot_fig4(results: dict, directory: Path) -> list[Path]:
     """Draw ``DIR/figures/fig4_jacobian_spectra.png`` and ``fig4_lyapunov_vs_growth.png``
     (with ``.csv`` data and ``.txt`` captions) from `run_fig4`'s results; returns PNG paths."""
-    return [plot_fig4_spectra(results, directory), plot_fig4_lyapunov(results, directory)]
+    rates = plot_fig4_rates if results["config"].rates else plot_fig4_lyapunov
+    return [plot_fig4_spectra(results, directory), rates(results, directory)]
 
 
-FIGURE = Figure(Fig4Config, run_fig4, plot_fig4, "Jacobian spectra and Lyapunov exponents")
+def plot_fig4_rates(results: dict, directory: Path) -> Path:
+    """``fig4_lyapunov_vs_growth`` of a swapped-in system: per regime, its leading Lyapunov
+    exponent (asymptotic and over the gradients' first steps) beside the growth rate of the
+    BPTT gradient's spread."""
+    cfg: Fig4Config = results["config"]
+    rows = results["rows"]
+    lyap = {r["params"]["regime"]: r["metrics"] for r in select_rows(rows, kind="fig4_lyapunov")}
+    grow = {r["params"]["regime"]: r["metrics"] for r in select_rows(rows, kind="fig4_growth")}
+    regimes = [g for g in cfg.regimes if g in lyap and g in grow]
+    xs = list(range(len(regimes)))
+    fig, axes = new_figure(1, 1, 1.6 * len(regimes) + 4.0, 4.0)
+    ax = axes[0][0]
+    errorbar(ax, [x - 0.1 for x in xs], [lyap[g]["lambda"] for g in regimes],
+             [lyap[g]["lambda_se"] for g in regimes], log=False, color="k", ls="none",
+             marker="o", label=f"Lyapunov exponent (burn-in {cfg.burn_in}, "
+                               f"{cfg.lyapunov_steps} steps)")
+    errorbar(ax, xs, [lyap[g]["lambda_early"] for g in regimes],
+             [lyap[g]["lambda_early_se"] for g in regimes], log=False, color="tab:orange",
+             ls="none", marker="s", label=f"finite-time exponent, first {max(cfg.horizons)} steps")
+    ax.plot(*finite([x + 0.1 for x in xs], [grow[g]["slope"] for g in regimes]), color="tab:red",
+            marker="^", ls="none", label="slope of ln std(BPTT gradient) vs T, "
+                                         f"T = {cfg.horizons[0]}..{cfg.horizons[-1]}")
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_xticks(xs, [text(regime_label(cfg.rates, g)) for g in regimes], fontsize=8)
+    ax.set_ylabel("rate per step")
+    ax.set_title(text(f"{cfg.rates}: BPTT gradient growth rate vs Lyapunov exponent"),
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    data = [[cfg.rates, g, lyap[g]["lambda"], lyap[g]["lambda_se"], lyap[g]["lambda_early"],
+             lyap[g]["lambda_early_se"], grow[g]["slope"], sum(grow[g]["nonfinite"])]
+            for g in regimes]
+    caption = (
+        f"Figure 4b for {cfg.rates}: per regime at the initial parameters, the leading Lyapunov "
+        f"exponent per step (QR method, {cfg.samples} trajectories after {cfg.burn_in} burn-in "
+        f"steps; error bars standard errors), the finite-time exponent over the first "
+        f"{max(cfg.horizons)} steps, and the least-squares slope of the log standard deviation "
+        f"of {cfg.samples} per-sample BPTT gradients against T = {list(cfg.horizons)}. Look for: "
+        "the growth rate follows max(lambda, 0), the finite-time exponent where transients "
+        "dominate.")
+    return save_figure(fig, directory, "fig4_lyapunov_vs_growth",
+                       ["system", "regime", "lambda", "lambda_se", "lambda_first_steps",
+                        "lambda_first_steps_se", "growth_slope", "nonfinite"], data, caption)
+
+
+def for_system(cfg: Fig4Config, system: str, regimes: tuple[str, ...],
+               overrides: dict) -> Fig4Config:
+    """``cfg`` with ``system`` (any name `make_system` takes) in ``regimes`` with ``overrides``
+    in place of the paper's systems: its Jacobian spectra at ``cfg``'s steps below its own
+    horizon, and its Lyapunov exponent and BPTT growth rate per regime instead of the logistic
+    map's sweep over r."""
+    horizon = int(make_system(system, regimes[-1], overrides).horizon)
+    times = tuple(t for t in cfg.spectra[0][1] if t < horizon) or (0,)
+    return replace(cfg, spectra=((system, times),), regimes=tuple(regimes), rates=system,
+                   overrides=tuple(sorted(overrides.items())))
+
+
+FIGURE = Figure(Fig4Config, run_fig4, plot_fig4, "Jacobian spectra and Lyapunov exponents",
+                for_system)
