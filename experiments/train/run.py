@@ -167,6 +167,31 @@ def _stepper(cfg: Config, method: str, system, theta0: torch.Tensor, seed: int, 
     return _EstimatorStepper(cfg, made, system, theta0, seed)
 
 
+def _evaluator(cfg: Config, system):
+    """theta ``[D]`` -> the mean loss over ``cfg.eval_episodes`` fixed evaluation episodes."""
+    keys = systems.noise.fold(torch.arange(cfg.eval_episodes, device=cfg.device), _EVAL_KEYS,
+                              cfg.eval_seed)
+
+    @torch.no_grad()
+    def evaluate(th):
+        return float(episode_losses(system, th.expand(len(keys), -1), keys, system.horizon).mean())
+    return evaluate
+
+
+def _usable_checkpoint(cfg: Config, step, method: str, checkpoint_file):
+    """``checkpoint_file``, or None when checkpoints are off or this method's state cannot be
+    saved (said now, with a warning, not after the work)."""
+    if cfg.checkpoint_every is None or checkpoint_file is None:
+        return None
+    try:
+        step.state_dict(method)
+    except checkpoint.CheckpointError as err:
+        warnings.warn(f"{err}: this curve runs without checkpoints (killed, it restarts "
+                      f"from the beginning)", stacklevel=3)
+        return None
+    return checkpoint_file
+
+
 def train_curve(cfg: Config, method: str, seed: int,
                 checkpoint_file: str | Path | None = None) -> CellResult:
     """One learning curve: L(theta) at evenly spaced step counts up to ``cfg.budget``.
@@ -177,27 +202,14 @@ def train_curve(cfg: Config, method: str, seed: int,
     system = system_of(cfg)
     T = system.horizon
     theta = system.init_params(device=cfg.device)
-    keys = systems.noise.fold(torch.arange(cfg.eval_episodes, device=cfg.device), _EVAL_KEYS,
-                              cfg.eval_seed)
-
-    @torch.no_grad()
-    def evaluate(th):
-        return float(episode_losses(system, th.expand(len(keys), -1), keys, T).mean())
+    evaluate = _evaluator(cfg, system)
     grid = [cfg.budget * k // cfg.checkpoints for k in range(cfg.checkpoints + 1)]
     # the updates run on the compiled step; evaluation (untimed) stays eager: one compile less
     runner = compiled(system) if cfg.compile else system
     step = _stepper(cfg, method, runner, theta, seed, T)
     curve = {"steps": [], "seconds": [], "loss": []}
     steps, seconds, compiling, k = 0, 0.0, 0.0, 0
-    if cfg.checkpoint_every is None:
-        checkpoint_file = None
-    if checkpoint_file is not None:
-        try:  # a state that cannot be saved is said now, not after the work
-            step.state_dict(method)
-        except checkpoint.CheckpointError as err:
-            warnings.warn(f"{err}: this curve runs without checkpoints (killed, it restarts "
-                          f"from the beginning)", stacklevel=2)
-            checkpoint_file = None
+    checkpoint_file = _usable_checkpoint(cfg, step, method, checkpoint_file)
     if checkpoint_file is not None:
         saved = checkpoint.load(checkpoint_file, cfg.device)
         if saved is not None:
