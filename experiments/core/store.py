@@ -133,9 +133,23 @@ class Cell:
     def key(self) -> str:
         """A stable hash of the cell's identity (equal settings give equal keys) and of the
         metric definitions it was computed with (`METRICS_VERSION`, ``version``)."""
-        text = _dumps([self.kind, self.system, self.estimator, self.params, self.seed,
-                       f"metrics-{METRICS_VERSION}.{self.version}"])
+        identity = [self.kind, self.system, self.estimator, self.params, self.seed,
+                    f"metrics-{METRICS_VERSION}.{self.version}"]
+        digest = _source_digest(self.system)
+        if digest:  # a user's file.py:attr: an edited file is a new system (registered: none)
+            identity.append(f"source-{digest}")
+        text = _dumps(identity)
         return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _source_digest(system: str) -> str:
+    if ":" not in system:  # a registered name: no file of the user's behind it
+        return ""
+    from experiments.core.resolve import source_digest  # torch and systems: only when needed
+    try:
+        return source_digest(system)
+    except ValueError:  # the file is gone: the cell is what it was
+        return ""
 
 
 class ResultsStore:

@@ -1,6 +1,8 @@
 """``chaosgrad reproduce fig1 fig4 --system NAME [--regime ...] [--set ...]``: a user's system
 in the figures whose system can be swapped, through the one core resolver; fixed figures
 reject it in one line; a user's file's contents are part of its cells' keys."""
+import sys
+
 import pytest
 
 from experiments.core.resolve import source_digest
@@ -51,6 +53,8 @@ def test_editing_the_users_file_recomputes_its_cells(user_dir, capsys, monkeypat
 
 def test_module_targets_hash_their_module_file(user_dir, monkeypatch):  # noqa: F811
     monkeypatch.syspath_prepend(str(user_dir))
+    for name in ("mypkg", "mypkg.dyn"):  # another test's mypkg, from its own tmp dir
+        monkeypatch.delitem(sys.modules, name, raising=False)
     before = source_digest("mypkg.dyn:Henon")
     assert before == source_digest(str(user_dir / "henon.py") + ":Henon")  # same contents
     (user_dir / "mypkg" / "dyn.py").write_text((user_dir / "henon.py").read_text() + "\n# x\n")

@@ -236,3 +236,23 @@ def test_concurrent_report_builds_use_their_own_temporary_files(tmp_path):
     assert all(p == tmp_path / "report.html" for p in paths)
     assert (tmp_path / "report.html").read_text().endswith("</html>\n")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_user_systems_cell_key_follows_its_source_file(tmp_path):
+    from experiments.core.store import Cell
+    user = tmp_path / "mine.py"
+    user.write_text("X = 1\n")
+    cell = Cell("curves", f"{user}:X", "pes", {"T": 10}, 0)
+    first = cell.key
+    assert cell.key == first                      # unchanged file: same key, cells reused
+    user.write_text("X = 2\n")
+    assert cell.key != first                      # edited file: a new cell, recomputed
+    user.unlink()
+    assert len(cell.key) == 32                    # a vanished file leaves the plain identity
+    import hashlib
+
+    from experiments.core.store import METRICS_VERSION, _dumps
+    registered = Cell("curves", "logistic_map", "pes", {"T": 10}, 0)   # no source in its key
+    identity = ["curves", "logistic_map", "pes", {"T": 10}, 0,
+                f"metrics-{METRICS_VERSION}.{registered.version}"]
+    assert registered.key == hashlib.sha256(_dumps(identity).encode()).hexdigest()[:32]
