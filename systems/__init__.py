@@ -4,6 +4,7 @@
     >>> system = make("logistic_map", r=3.9)
 """
 from . import noise
+from .active_dendrites import ActiveDendrites
 from .ball_wall import BallWall
 from .base import System
 from .check import Check, CheckReport, check_system
@@ -32,7 +33,7 @@ __all__ = [
     "System", "make", "available", "register", "noise", "Registry", "SYSTEMS",
     "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
     "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
-    "MassSpringWalker", "LearnedOptimizerDigits", "MujocoSystem",
+    "MassSpringWalker", "LearnedOptimizerDigits", "ActiveDendrites", "MujocoSystem",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
     "check_system", "CheckReport", "Check", "check_int", "check_sigma",
