@@ -8,6 +8,7 @@ from .active_dendrites import ActiveDendrites
 from .ball_wall import BallWall
 from .base import System
 from .check import Check, CheckReport, check_system
+from .continual_backprop import ContinualBackprop
 from .diagnostics import (GradientGrowth, LyapunovExponents, gradient_growth_rate,
                           jacobian_eigenvalues, lyapunov_exponents)
 from .disk_packing import DiskPacking
@@ -34,6 +35,7 @@ __all__ = [
     "LinearQuadratic", "LogisticMap", "InfluenceBalancing", "DoublePendulum", "MetzSGDMomentum",
     "LRScheduleToy", "LearnedOptimizer", "DiskPacking", "LorenzFit", "BallWall",
     "MassSpringWalker", "LearnedOptimizerDigits", "ActiveDendrites", "MujocoSystem",
+    "ContinualBackprop",
     "lyapunov_exponents", "jacobian_eigenvalues", "gradient_growth_rate", "LyapunovExponents",
     "GradientGrowth",
     "check_system", "CheckReport", "Check", "check_int", "check_sigma",
