@@ -46,10 +46,21 @@ difference; it is blind to the effect of theta on the decisions. Since rho and e
 loss only through those decisions (the replacement count floor(.) and the utility ranking), their
 pathwise derivatives are exactly zero: only ES-type estimators see them.
 
-Regimes (scaled down so 10^3..10^4-step unrolls hold several flips: T_flip = 200):
-``regular``: plain backprop, rho = 1e-8 (no replacement before 1/(rho n) = 2e7 steps, so the
-unroll is smooth and equals backprop exactly); ``continual``: rho = 1e-3, maturity 20 (one
-replacement every 200 steps, about once per flip).
+Regimes (T_flip scaled down to 1000 so a 10^4-step unroll holds ten flips): ``regular``: plain
+backprop, rho = 1e-8 (no replacement before 1/(rho n) = 2e7 steps, so the unroll is smooth and
+equals backprop exactly); ``continual``: rho = 1e-3, maturity 100 (one replacement every 200
+steps). Measured (16 keys, float64, mean online error per 2000-step window +- standard error
+over keys, windows 1, 5, 10 of 20,000 steps):
+
+    regime       step 0.01                        step 0.03
+    regular      0.93+-0.08  0.98+-0.10  1.10+-0.09   0.94+-0.09  1.03+-0.10  1.16+-0.11
+    continual    0.94+-0.08  1.03+-0.10  1.14+-0.11   0.94+-0.09  1.03+-0.11  1.13+-0.09
+
+Backprop's error creeps up over the stream, but at 2e4 steps the paper's separation (its
+continual backprop keeps the error low over 10^6 steps) is not visible yet: replacement does
+not help here, and at T_flip = 200 neither learner tracks the flips (error ~1.3-1.5 for n = 5
+and 20). The regimes differ in what matters to estimators: discrete reinitialisations happen in
+``continual`` and never in ``regular``.
 """
 from __future__ import annotations
 
@@ -130,8 +141,8 @@ class ContinualBackprop(System):
     """Bit-Flipping with a 1-hidden-layer learner and generate-and-test; theta = (log alpha, log rho, logit eta)."""
 
     param_dim = 3
-    regimes = {"regular": {"replacement_rate": 1e-8, "flip_every": 200},
-               "continual": {"replacement_rate": 1e-3, "maturity": 20, "flip_every": 200}}
+    regimes = {"regular": {"replacement_rate": 1e-8, "flip_every": 1000},
+               "continual": {"replacement_rate": 1e-3, "maturity": 100, "flip_every": 1000}}
 
     def __init__(self, step_size: float = 0.01, replacement_rate: float = 1e-4,
                  decay: float = 0.99, maturity: int = 100, hidden: int = 5, n_bits: int = 20,
