@@ -101,8 +101,8 @@ def load_digits_split() -> tuple[Tensor, Tensor, Tensor, Tensor]:
         from sklearn.datasets import load_digits
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
-            "learned_optimizer_digits needs scikit-learn for its data: "
-            "pip install 'chaosgrad[digits]'", name="sklearn") from err
+            "the digits systems (learned_optimizer_digits, active_dendrites) need scikit-learn "
+            "for their data: pip install 'chaosgrad[digits]'", name="sklearn") from err
     data = load_digits()
     x = torch.as_tensor(data.data, dtype=torch.float64) / 16.0
     y = torch.as_tensor(data.target, dtype=torch.int64)
