@@ -33,6 +33,10 @@ class System(abc.ABC):
         differentiable: whether autograd through `step` gives the pathwise gradient.
         nondifferentiable_reason: why not, when ``differentiable`` is False (shown by the
             estimators that need a pathwise gradient and by the advisor), else None.
+        smooth: whether the loss is smooth in theta at finite-difference scales, so central
+            differences of a short rollout are a 6-digit reference for its gradient (False for
+            contact-stiff or piecewise-smooth losses, whose own tests check the gradient
+            between the jumps).
         state_dtype: the dtype of the state's floating leaves when the system fixes it
             (MuJoCo's physics is float64 whatever theta's dtype), or None for theta's dtype.
         dt: physical time per step, or None for maps (Lyapunov exponents per unit time).
@@ -47,6 +51,7 @@ class System(abc.ABC):
     state_dim: int
     differentiable: bool = True
     nondifferentiable_reason: str | None = None
+    smooth: bool = True
     state_dtype: torch.dtype | None = None
     dt: float | None = None
     regimes: dict[str, dict] = {"regular": {}}

@@ -128,6 +128,7 @@ class LearnedOptimizerDigits(System):
     """The literature's per-parameter MLP LOpt training an MLP 64-32-10 on sklearn's 8x8 digits."""
 
     differentiable = True
+    smooth = False  # the inner ReLU's gradient jumps where a pre-activation crosses 0
     regimes = {"regular": {"step_mult": 0.01}, "chaotic": {"step_mult": 0.1}}
 
     def __init__(self, step_mult: float = 0.01, horizon: int = 200, hidden: int = 32,

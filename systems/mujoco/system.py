@@ -83,6 +83,7 @@ class MujocoSystem(System):
 
     member: str | None = None  # the model of a subclass (Ant: "ant")
     state_dtype = torch.float64
+    smooth = False  # contact stiffness: a 20-step central difference is off by ~1e-5 itself
     nondifferentiable_reason: str | None = None
 
     def __init__(self, model: str | None = None, *, policy: str = "linear", hidden: int = 32,

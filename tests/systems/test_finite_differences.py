@@ -32,16 +32,10 @@ def build(name):
     return cls(**kwargs)
 
 
-# MuJoCo's contact stiffness leaves the 20-step central difference itself off by ~1e-5 (it
-# disagrees with its own half step), so those models are checked in tests/systems/test_mujoco.py
-# over shorter rollouts with a Richardson estimate of the difference's error as the tolerance.
-# learned_optimizer_digits is only piecewise smooth (its inner ReLU MLP's gradient jumps where a
-# pre-activation crosses 0: at T = 20 a third of the directions meet a jump within h), and its
-# D = 1762 would make 2 D rows per key (~20 GB); tests/systems/test_learned_optimizer_digits.py
-# checks it along directions between the jumps.
-DIFFERENTIABLE = [n for n in systems.available()
-                  if not n.startswith("mujoco:") and n != "learned_optimizer_digits"
-                  and build(n).differentiable]
+# Systems that declare ``smooth = False`` (MuJoCo's contact stiffness leaves a 20-step central
+# difference itself off by ~1e-5; learned_optimizer_digits' inner ReLU makes its loss jump within
+# h along a third of the directions) check their gradient in their own tests, between the jumps.
+DIFFERENTIABLE = [n for n in systems.available() if (s := build(n)).differentiable and s.smooth]
 
 
 def mean_losses(system, rows, keys):
