@@ -22,15 +22,30 @@ message, in float64 at ``theta`` (default ``init_params``):
   where ``|d_h - d_{h/2}|`` estimates the finite difference's own error (Richardson), so the
   tolerance adapts to the system's curvature instead of being a fixed number. A ``.detach()``
   in the step, a wrong custom backward or a loss computed outside autograd fails it.
+* ``coverage``: which coordinates of theta autograd can see over the checked horizon. A
+  coordinate d whose pathwise derivative of the mean loss is exactly zero is probed with
+  coordinate steps h in {+-0.1, +-1} (at most 8 such coordinates, evenly spaced, when there
+  are more):
+
+      blind(d)  <=>  dL/dtheta_d = 0 exactly  and  max_h |L(theta + h e_d) - L(theta)| > 1e-9 (1 + |L|)
+
+  A blind coordinate acts on the loss only through discrete decisions (a floor, an argmax, a
+  top-k, a detached threshold, a ReLU that is off): pathwise estimators (BPTT, truncated BPTT) see a zero gradient
+  there and cannot tune it, loss-based ones (ES, PES, NRES, CMA-ES) can. A zero-derivative
+  coordinate whose loss does not move either is reported as unused. Either is a ``warning``
+  (not a failure: the contract holds and autograd is right about what it sees); the blind
+  coordinates are in ``CheckReport.blind``.
 
 A check runs only when the checks it needs passed (``shapes`` needs ``attributes``; the next
 three need both; ``gradient`` also needs ``finite``, a passed contract and a system that does
-not declare ``differentiable = False``); otherwise it is reported skipped with the reason.
+not declare ``differentiable = False``; ``coverage`` needs ``gradient``); otherwise it is
+reported skipped with the reason.
 An exception raised by the system's own code is reported with the file and line where it was
 raised, e.g. ``finite: raised RuntimeError: boom (at my_system.py:42 in step)``.
 
 ``differentiable`` is True only when the system declares itself differentiable and the
-gradient check passes; ``reason`` says why not otherwise (then pathwise estimators are skipped).
+gradient check passes; ``reason`` says why not otherwise (then pathwise estimators are skipped),
+and names the blind coordinates when there are any.
 
 Example::
 
@@ -60,12 +75,16 @@ _CHECK = 0xC4EC                 # noise stream of the checker's own random direc
 _GRAD_STEPS = 5                 # short unroll: chaos cannot amplify finite-difference error much
 _DIRECTIONS = 2
 _BATCH_RTOL = 1e-9
+_PROBES = (1e-1, -1e-1, 1.0, -1.0)   # coordinate steps of the coverage check
+_MAX_PROBED = 8                      # zero-derivative coordinates probed (evenly spaced)
+_MOVED_RTOL = 1e-9
 _DECLARED = "the system declares differentiable = False"
 
 
 @dataclass(frozen=True)
 class Check:
-    """One named check: ``status`` is "passed", "failed" or "skipped"; ``message`` one line."""
+    """One named check: ``status`` is "passed", "failed", "warning" (the contract holds, but
+    something limits what autograd sees) or "skipped"; ``message`` one line."""
 
     name: str
     status: str
@@ -89,12 +108,15 @@ class CheckReport:
         checks: the `Check`s in the order they ran.
         differentiable: whether pathwise (autograd) gradients can be trusted.
         reason: one line saying why (or why not).
+        blind: the coordinates of theta that move the loss but whose pathwise derivative is
+            exactly zero (they act only through discrete decisions; see ``coverage``).
     """
 
     system: str
     checks: list[Check] = field(default_factory=list)
     differentiable: bool = False
     reason: str = ""
+    blind: list[int] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -121,6 +143,10 @@ class CheckReport:
 
 class _Failed(Exception):
     """A check failed; the message is its one-line reason."""
+
+
+class _Warning(Exception):
+    """A check found a limitation that is not a contract failure; the message says which."""
 
 
 # --- reporting an exception raised by the system's own code ---------------------------------
@@ -201,14 +227,15 @@ class _Context:
         theta_arg: the caller's ``theta`` (None: ``system.init_params``).
         seed: fixes the episode keys and the gradient check's directions.
         steps: horizon of the finiteness check (None: the system's ``horizon``).
-        theta: the float64 ``[D]`` point, set by `_attributes` (the first check, and the only
-            one that writes here) once it is valid.
+        theta: the float64 ``[D]`` point, set by `_attributes` once it is valid.
+        blind: the blind coordinates, set by `_coverage`.
     """
 
     theta_arg: Tensor | None
     seed: int
     steps: int | None
     theta: Tensor | None = None
+    blind: list[int] = field(default_factory=list)
 
     @property
     def keys(self) -> Tensor:
@@ -337,6 +364,55 @@ def _gradient(system: System, ctx: _Context) -> str:
             f"(largest gap {float(err.max()):.2g}, tolerance {float(tol.min()):.2g})")
 
 
+def _moved(system: System, ctx: _Context, key: Tensor, coords: list[int], n: int) -> list[float]:
+    """For each coordinate in ``coords``: the largest relative loss change over the `_PROBES`
+    coordinate steps, ``max_h |L(theta + h e_d) - L(theta)| / (1 + |L(theta)|)``."""
+    rows = [ctx.theta]
+    for d in coords:
+        for h in _PROBES:
+            row = ctx.theta.clone()
+            row[d] += h
+            rows.append(row)
+    with torch.no_grad():
+        _, losses = _rollout(system, torch.stack(rows), key.expand(len(rows)).clone(), n)
+    mean = losses.mean(1)
+    change = ((mean[1:] - mean[0]).abs() / (1 + mean[0].abs())).reshape(len(coords), -1)
+    return [float(c) if bool(torch.isfinite(c).all()) else float("inf")
+            for c in change.max(1).values]
+
+
+def _names(coords: list[int]) -> str:
+    shown = ", ".join(map(str, coords[:6])) + (f", ... ({len(coords)} in all)"
+                                                if len(coords) > 6 else "")
+    return f"theta[{shown}]"
+
+
+def _coverage(system: System, ctx: _Context) -> str:
+    n = system.horizon if ctx.steps is None else ctx.steps
+    key = torch.full((1,), 5 + 1000 * ctx.seed, dtype=torch.int64)
+    zero = [d for d, g in enumerate(_autograd_gradient(system, ctx.theta, key, n).tolist())
+            if g == 0.0]
+    if not zero:
+        return f"autograd's derivative is nonzero in every coordinate of theta over {n} steps"
+    probed = zero[::-(-len(zero) // _MAX_PROBED)]
+    moved = _moved(system, ctx, key, probed, n)
+    blind = [d for d, m in zip(probed, moved) if m > _MOVED_RTOL]
+    unused = [d for d, m in zip(probed, moved) if m <= _MOVED_RTOL]
+    ctx.blind = blind
+    parts = [] if probed == zero else [f"{len(zero)} coordinates have a zero pathwise "
+                                       f"derivative; {len(probed)} evenly spaced ones probed"]
+    if blind:
+        worst = max(m for m in moved if m > _MOVED_RTOL)
+        parts.append(f"autograd is blind to {_names(blind)}: the pathwise derivative is "
+                     f"exactly 0 over {n} steps, yet steps of up to 1 move the mean loss by up "
+                     f"to {worst:.2g} (relative): they act only through discrete decisions, so "
+                     "pathwise estimators cannot tune them; ES-type estimators can")
+    if unused:
+        parts.append(f"{_names(unused)} do not change the loss over {n} steps (zero derivative, "
+                     "the same loss under steps of up to 1)")
+    raise _Warning("; ".join(parts))
+
+
 # --- when a check may run: (system, report so far) -> why not, or None --------------------
 
 def _first_failed(report: CheckReport, names: tuple[str, ...]) -> str | None:
@@ -368,6 +444,10 @@ def _needs_contract(system: System, report: CheckReport) -> str | None:
     return _first_failed(report, _GRADIENT_NEEDS) or (None if report.ok else "the contract failed")
 
 
+def _needs_gradient(system: System, report: CheckReport) -> str | None:
+    return _needs_contract(system, report) or _first_failed(report, ("gradient",))
+
+
 @dataclass(frozen=True)
 class _Spec:
     """One row of the table: the check's name, what it verifies, how, and when it may run."""
@@ -391,6 +471,8 @@ _CHECKS = (
           _needs_shapes),
     _Spec("gradient", "autograd agrees with central finite differences along random "
           "directions", _gradient, _needs_contract),
+    _Spec("coverage", "autograd sees every coordinate of theta that moves the loss",
+          _coverage, _needs_gradient),
 )
 
 
@@ -404,6 +486,8 @@ def _run(spec: _Spec, system: System, ctx: _Context, report: CheckReport) -> Che
         return Check(spec.name, "passed", spec.run(system, ctx))
     except _Failed as err:
         return Check(spec.name, "failed", str(err))
+    except _Warning as err:
+        return Check(spec.name, "warning", str(err))
     except Exception as err:  # a user's system may raise anything; report it, do not crash
         return Check(spec.name, "failed", f"raised {_one_line(err)}{_where(err)}")
 
@@ -411,6 +495,9 @@ def _run(spec: _Spec, system: System, ctx: _Context, report: CheckReport) -> Che
 def _verdict(system: System, report: CheckReport) -> tuple[bool, str]:
     """``(differentiable, reason)`` from the finished checks."""
     gradient = report["gradient"]
+    if gradient.passed and report.blind:
+        return True, (f"autograd agrees with finite differences, but is blind to "
+                      f"{_names(report.blind)} (they act only through discrete decisions)")
     if gradient.passed:
         return True, "autograd agrees with finite differences"
     if gradient.status == "failed":
@@ -442,7 +529,7 @@ def check_system(system: System, theta: Tensor | None = None, *, seed: int = 0,
         seed: fixes the episode keys and the gradient check's directions.
         steps: horizon of the finiteness check (default: the system's ``horizon``).
     Returns:
-        A `CheckReport` with the six checks in order; its ``ok`` is False when a contract
+        A `CheckReport` with the seven checks in order; its ``ok`` is False when a contract
         check failed.
     """
     if not isinstance(system, System):
@@ -454,5 +541,6 @@ def check_system(system: System, theta: Tensor | None = None, *, seed: int = 0,
     ctx = _Context(theta, int(seed), steps)
     for spec in _CHECKS:
         report.checks.append(_run(spec, system, ctx, report))
+    report.blind = list(ctx.blind)
     report.differentiable, report.reason = _verdict(system, report)
     return report

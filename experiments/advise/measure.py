@@ -214,7 +214,8 @@ def _reference(run: _Run, M: int, fallback: Draws) -> None:
         g, se_ref = d.mean(0), (d.var(0) / d.shape[0]).sqrt()
         a.reference = {"method": "the ES draws themselves (bias not measurable)",
                        "se_norm": se_ref.norm().item()}
-    a.reference.update({"grad": g.tolist(), "grad_norm": g.norm().item()})
+    a.reference.update({"grad": g.tolist(), "grad_norm": g.norm().item(),
+                        "se": se_ref.tolist()})
     run.m.g, run.m.se_ref = g, se_ref
 
 
@@ -289,7 +290,8 @@ def measure(system: systems.System, th: torch.Tensor, T: int, *, budget_steps: i
                          + "; ".join(f"{c.name}: {c.message}" for c in report.failures))
     ledger.steps += 4 * T + 40
     a = Advice(report.system, getattr(system, "name", "") or type(system).__name__, th.tolist(),
-               T, [str(c) for c in report.checks], report.differentiable, report.reason)
+               T, [str(c) for c in report.checks], report.differentiable, report.reason,
+               blind=list(report.blind))
     m = Measurements(a)
     run = _Run(system, th, T, ledger, seed, m)
     M = _choose_draws(run, budget_steps, time_limit, draws, sigmas)

@@ -74,6 +74,7 @@ class Advice:
     checks: list[str]
     differentiable: bool
     differentiable_reason: str
+    blind: list = field(default_factory=list)  # coordinates autograd sees as exactly flat
     draws: int = 0
     compute: float = math.nan            # C, forward-step equivalents of one estimate
     step_seconds: float = math.nan       # forward, per trajectory-step

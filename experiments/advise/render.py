@@ -115,7 +115,22 @@ def evidence(a: Advice) -> list[str]:
     if not a.differentiable:
         ev.append(f"pathwise unavailable: {a.differentiable_reason}; only loss-based (ES-family) "
                   "estimators were measured")
-    return [*ev, *_chaos(a), *_pathwise(a), *_sigma(a), _verdict(a)]
+    return [*ev, *_blind(a), *_chaos(a), *_pathwise(a), *_sigma(a), _verdict(a)]
+
+
+def _blind(a: Advice) -> list[str]:
+    """What pathwise estimators miss: the blind coordinates and the reference gradient there."""
+    if not a.blind or not a.differentiable:
+        return []
+    g, se = a.reference.get("grad"), a.reference.get("se")
+    seen = ""
+    if g and se and all(d < len(g) for d in a.blind):
+        seen = "; the reference gradient there: " + ", ".join(
+            f"theta[{d}] {g[d]:.3g} +/- {se[d]:.2g}" for d in a.blind[:6])
+    return [f"autograd is blind to theta[{', '.join(map(str, a.blind[:6]))}"
+            f"{', ...' if len(a.blind) > 6 else ''}] (exactly zero pathwise derivative, yet the "
+            "loss moves with them: discrete decisions): BPTT and truncated BPTT can never tune "
+            f"them, and their bias^2 below includes those coordinates{seen}"]
 
 
 def format_advice(a: Advice) -> str:

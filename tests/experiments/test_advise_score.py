@@ -163,3 +163,16 @@ def test_the_table_the_verdict_and_the_figure_agree(tmp_path):
     assert csv[2].startswith("truncated_bptt,") and csv[2].endswith(",0")
     caption = (tmp_path / "figures" / "advise_toy_chaotic_a1.3_mse.txt").read_text()
     assert "Rule: rank = MSE(C)" in caption and "marked =>" in caption
+
+
+def test_the_evidence_names_blind_coordinates_with_the_reference_gradient_there():
+    from experiments.advise import evidence
+    es = Draws("antithetic_es", "es", {"sigma": 0.1}, pm(1.0) + 0.5, 0, 40, 0.0)
+    m = measurements(es)
+    m.advice.blind = [0]
+    m.advice.reference = {"grad": [0.5], "se": [0.1], "grad_norm": 0.5}
+    lines = evidence(score(m))
+    blind = [line for line in lines if "blind" in line]
+    assert len(blind) == 1 and "theta[0]" in blind[0] and "0.5 +/- 0.1" in blind[0]
+    m.advice.blind = []
+    assert not any("blind" in line for line in evidence(score(m)))

@@ -107,7 +107,8 @@ def test_a_correct_system_passes_everything():
     assert report.ok and report.differentiable, str(report)
     assert all(c.passed for c in report.checks)
     assert [c.name for c in report.checks] == ["attributes", "shapes", "deterministic",
-                                                "batch_independent", "finite", "gradient"]
+                                                "batch_independent", "finite", "gradient",
+                                                "coverage"]
 
 
 @pytest.mark.parametrize("name", list(systems.available()))
@@ -171,7 +172,7 @@ def test_bad_theta_and_non_systems_are_reported():
 
 def test_report_prints_one_line_per_check():
     text = str(check_system(Toy()))
-    assert text.count("\n") == 7 and "=> differentiable" in text
+    assert text.count("\n") == 8 and "=> differentiable" in text
 
 
 class EinsumInStep(Toy):
@@ -211,8 +212,9 @@ def test_an_exception_inside_torch_names_the_users_line_that_called_it():
     assert message.endswith(f"(at test_check.py:{_line_of(EinsumInStep.step, 1)} in step)")
 
 
-def test_every_report_lists_the_six_checks_and_says_why_one_was_skipped():
-    names = ["attributes", "shapes", "deterministic", "batch_independent", "finite", "gradient"]
+def test_every_report_lists_the_seven_checks_and_says_why_one_was_skipped():
+    names = ["attributes", "shapes", "deterministic", "batch_independent", "finite", "gradient",
+             "coverage"]
     for system in (Toy(), ScalarLoss(), InitParamsRaises(), NoParamDim(), NaNAtTheta(),
                    Declared(), BatchCoupled()):
         assert [c.name for c in check_system(system).checks] == names
@@ -232,3 +234,61 @@ def test_every_report_lists_the_six_checks_and_says_why_one_was_skipped():
 def test_the_gradient_check_runs_only_after_what_it_needs(cls, gradient, reason):
     report = check_system(cls())
     assert report["gradient"].message == gradient and report.reason == reason
+
+
+class ThresholdToy(Toy):
+    """theta[1] acts only through a floor: x <- 0.9 x + theta[0] + floor(4 theta[1]) / 4."""
+
+    def step(self, theta, state, t, keys):
+        shift = theta[:, :1] + torch.floor(4 * theta[:, 1:]) / 4
+        nxt = 0.9 * state + shift + 0.1 * self.noise(keys, t, state)
+        return nxt, (nxt**2).sum(-1)
+
+
+class UnusedToy(Toy):
+    """theta[1] is never read."""
+
+    def step(self, theta, state, t, keys):
+        nxt = 0.9 * state + theta[:, :1] + 0.1 * self.noise(keys, t, state)
+        return nxt, (nxt**2).sum(-1)
+
+
+def test_coverage_names_a_coordinate_seen_only_through_a_discrete_decision():
+    report = check_system(ThresholdToy())
+    assert report.ok and report.differentiable and report.blind == [1], str(report)
+    check = report["coverage"]
+    assert check.status == "warning" and "blind to theta[1]" in check.message
+    assert "blind to theta[1]" in report.reason
+
+
+def test_coverage_tells_an_unused_coordinate_from_a_blind_one():
+    report = check_system(UnusedToy())
+    assert report.ok and report.differentiable and report.blind == [], str(report)
+    assert report["coverage"].status == "warning"
+    assert "theta[1] do not change the loss" in report["coverage"].message
+    assert report.reason == "autograd agrees with finite differences"
+
+
+def test_coverage_passes_when_autograd_sees_every_coordinate():
+    report = check_system(Toy())
+    assert report["coverage"].passed and report.blind == []
+
+
+def test_continual_backprop_is_blind_to_the_replacement_rate_and_the_utility_decay():
+    from systems.continual_backprop import ContinualBackprop
+    system = ContinualBackprop(**ContinualBackprop.regimes["continual"], horizon=300)
+    report = check_system(system)
+    # rho acts through the replacement count floor(.); eta through the utility ranking, which
+    # at this key and horizon may pick the same units for every eta within +-1 of the default
+    assert report.differentiable and report.blind[:1] == [1] and set(report.blind) <= {1, 2}, \
+        str(report)
+    # within 100 steps no unit is mature, so no decision is taken: unused, not blind
+    short = check_system(system, steps=100)
+    assert short.blind == [] and "theta[1, 2] do not change" in short["coverage"].message
+
+
+def test_active_dendrites_is_blind_to_the_number_of_winners():
+    pytest.importorskip("sklearn")
+    from systems.active_dendrites import ActiveDendrites
+    report = check_system(ActiveDendrites(n_tasks=2, steps_per_task=10))
+    assert report.differentiable and report.blind == [1], str(report)
