@@ -67,6 +67,36 @@ def test_dendritic_gate_on_a_hand_made_network():
     torch.testing.assert_close(plain["z"], plain["a"], rtol=0, atol=0)
 
 
+def test_relu_variants_on_the_hand_made_network():
+    """kwta=False: h = ReLU(z), whatever k; with dendrites=False as well, the plain MLP
+    logits = W2 ReLU(W1 x + b1) + b2, checked by hand."""
+    w1 = torch.zeros(3, 64, dtype=F64)
+    w1[0, 0], w1[1, 1], w1[2, 0] = 2.0, -1.0, -0.5
+    b1 = torch.tensor([0.5, 0.25, 0.1], dtype=F64)
+    u = torch.zeros(3, 2, 64, dtype=F64)
+    u[:, 0, 0] = torch.tensor([1.0, -2.0, 0.5])          # segment 0 reads c0 only
+    w2 = torch.arange(30, dtype=F64).reshape(10, 3) / 10
+    b2 = torch.linspace(-1, 1, 10, dtype=F64)
+    p = torch.cat([w1.flatten(), b1, u.flatten(), w2.flatten(), b2])[None]
+    x = torch.zeros(1, 1, 1, 64, dtype=F64)
+    x[..., 0], x[..., 1] = 0.3, 0.8
+    c = torch.zeros(1, 1, 64, dtype=F64)
+    c[..., 0] = 1.0
+    a = torch.tensor([1.1, -0.55, -0.05], dtype=F64)      # W1 x + b1
+    mlp = ActiveDendrites(n_tasks=2, hidden=3, dendrites=False, kwta=False)
+    for k in (1, 3):                                       # k plays no part
+        f = mlp.forward(p, x, c, torch.tensor([k]))
+        assert f["mask"][0, 0, 0].tolist() == [True, False, False]
+        torch.testing.assert_close(f["logits"][0, 0, 0], w2 @ torch.relu(a) + b2, rtol=1e-15,
+                                   atol=1e-15)
+    gated = ActiveDendrites(n_tasks=2, hidden=3, kwta=False).forward(p, x, c, torch.tensor([3]))
+    g = torch.sigmoid(torch.tensor([1.0, -2.0, 0.5], dtype=F64))
+    torch.testing.assert_close(gated["z"][0, 0, 0], a * g, rtol=1e-15, atol=0)
+    assert gated["mask"][0, 0, 0].tolist() == [True, False, False]   # k-WTA with k = 3: all
+    torch.testing.assert_close(gated["logits"][0, 0, 0], w2 @ torch.relu(a * g) + b2,
+                               rtol=1e-15, atol=1e-15)
+
+
 def test_permutations_are_fixed_per_key_and_task(system):
     keys = torch.tensor([4, 9, 4])
     perms = system.permutations(keys)
@@ -85,17 +115,24 @@ def test_tasks_in_sequence_and_prototype_contexts(system):
     assert system.task(t).tolist() == [0, 0, 1, 2, 2, 2]
     keys = torch.tensor([1, 2])
     perms = system.permutations(keys)
-    x_tr = load_digits_split()[0]
+    raw = load_digits_split()[0]
+    x_tr = (raw - raw.mean()) / raw.std()                  # standardised as in the paper
+    torch.testing.assert_close(system.data(F64, "cpu")[0], x_tr, rtol=0, atol=1e-15)
     c = system.prototypes(perms, F64)
     for b in range(2):
         for s in range(3):
             torch.testing.assert_close(c[b, s], x_tr[:, perms[b, s]].mean(0), rtol=1e-14,
                                        atol=1e-15)
+    # the prototypes are centred (global mean 0), so two tasks' contexts are nearly orthogonal
+    torch.testing.assert_close(c.sum(-1), torch.zeros(2, 3, dtype=F64), rtol=0, atol=1e-12)
     xs, cs = system.task_inputs(x_tr[None, :5].expand(2, -1, -1), perms)
     assert torch.equal(xs[1, 2, 3], x_tr[3, perms[1, 2]]) and torch.equal(cs, c)
 
 
-def test_analytic_gradient_equals_autograd(system):
+@pytest.mark.parametrize("dendrites, kwta", [(True, True), (False, True), (True, False),
+                                             (False, False)])
+def test_analytic_gradient_equals_autograd(dendrites, kwta):
+    system = ActiveDendrites(n_tasks=3, steps_per_task=4, dendrites=dendrites, kwta=kwta)
     keys = torch.arange(3)
     p = (system.init_network(keys, F64) + 0.05 * torch.randn(
         3, system.inner_dim, dtype=F64, generator=torch.Generator().manual_seed(1)))
@@ -173,10 +210,19 @@ def test_training_learns_each_task_and_forgets_earlier_ones():
     assert drop.mean() > 4 * drop.std() / math.sqrt(6), drop
 
 
+def test_k_plays_no_part_without_kwta():
+    s = ActiveDendrites(n_tasks=2, steps_per_task=3, kwta=False)
+    theta = s.init_params(F64).expand(2, -1).clone()
+    theta[1, 1] = 2.0                                     # k = 0.25 H vs 0.88 H
+    losses, state = rollout(s, theta, torch.tensor([4, 4]), 6)
+    assert torch.equal(losses[:, 0], losses[:, 1])
+    assert torch.equal(state.params[0], state.params[1])
+
+
 @pytest.mark.parametrize("bad, err", [({"n_tasks": 0}, ValueError), ({"hidden": 1}, ValueError),
                                       ({"steps_per_task": 2.5}, TypeError),
                                       ({"batch_size": 0}, ValueError),
-                                      ({"dendrites": 1}, TypeError)])
+                                      ({"dendrites": 1}, TypeError), ({"kwta": "no"}, TypeError)])
 def test_bad_hyper_parameters_are_rejected(bad, err):
     with pytest.raises(err, match=next(iter(bad))):
         ActiveDendrites(**bad)
