@@ -4,9 +4,10 @@ The continual-learning benchmark of Iyer, Grewal, Velu, Souza, Forest, Ahmad, "A
 Catastrophe: Active Dendrites Enable Multi-Task Learning in Dynamic Environments", Frontiers in
 Neurorobotics 16 (2022), arXiv 2201.00042 (permuted MNIST there), on the offline 8x8 digits of
 scikit-learn (`learned_optimizer_digits.load_digits_split`: 1437 training and 360 validation
-examples; the ``digits`` extra). As in the paper, whose MNIST is normalised by its global pixel
-mean and standard deviation, the inputs are standardised: x = (pixels / 16 - mu) / sd, mu and
-sd the mean and standard deviation of all training pixels.
+examples; the ``digits`` extra). As in the paper's code, whose permuted MNIST is normalised by
+default (numenta/nupic.research has "no_norm" variants that switch it off), the inputs are
+standardised: x = (pixels / 16 - mu) / sd, mu and sd the mean and standard deviation of all
+training pixels.
 
 Tasks. Task s = 0 .. n_tasks - 1 is the digits with the pixels permuted by pi_s, one fixed
 permutation per (episode key, task): pi_s = argsort(u), u ~ U(0, 1)^64 from
@@ -60,7 +61,8 @@ Adam (lr 5e-4 for 2 to 10 tasks), batch 256, 1 epoch per task (3 for 10 tasks), 
 per task; mean test accuracy over all tasks after the last, averaged over 8 trials: 97.5%,
 96.4%, 94.6%, 92.1%, 87.0%, 81.4% for 2, 5, 10, 25, 50, 100 tasks; on 10 tasks, 93.4%, 94.9%,
 94.3%, 90.1%, 76.0%, 57.1% with 1%, 5%, 10%, 20%, 40%, 99% of the units active (their
-``figures.ipynb``). Their MLP baseline (2 x 2048, ReLU) was tuned separately (Adam lr 3e-6).
+``figures.ipynb``). Their MLP baseline (2 x 2048) was tuned separately (10 tasks: Adam lr 3e-6,
+5 epochs per task).
 
 Loss. l_t is the mean cross-entropy over all tasks seen so far, s = 0 .. tau(t), of the network
 after step t's update, on ``eval_size`` held-out examples of the validation split (stream 3,
@@ -93,6 +95,7 @@ inputs were standardised (raw pixels in [0, 1], so contexts that share a large c
 the gated network forgot as much as the ungated one (5 tasks of 100 steps, H = 256,
 k / H = 0.05, 8 keys, both with k-WTA: mean accuracy over the tasks 0.46 +- 0.01 and
 0.45 +- 0.01).
+
 State: ``DendritesState(params [B, P], velocity [B, P])`` with P = 64 H + H + 64 H S + 10 H + 10.
 """
 from __future__ import annotations
