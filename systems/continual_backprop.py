@@ -16,13 +16,25 @@ flipped. The target is y_t = sum_j v_j LTU_j(x_t) with V_j, v_j uniform in {-1, 
 
     LTU_j(x) = 1 if V_j . x > (m + 1) beta - S_j else 0,   S_j = #{i : V_ji = -1}.
 
-Learner (paper: one hidden layer, n = 5 units, SGD one example per step): h = tanh(W x),
-yhat = w . h + c, the online loss l_t = (yhat_t - y_t)^2 before the step's update, and
+Learner (paper: one hidden layer, n = 5 units, SGD one example per step): h = phi(W x),
+yhat = w . h + c, the online loss l_t = (yhat_t - y_t)^2 before the step's update, and, with
+L2 regularisation (weight decay) lambda,
 
-    W <- W - alpha 2 r (w * (1 - h^2)) x^T,   w <- w - alpha 2 r h,   c <- c - alpha 2 r,
+    W <- W - alpha (2 r (w * phi'(W x)) x^T + lambda W),
+    w <- w - alpha (2 r h + lambda w),          c <- c - alpha (2 r + lambda c),
 
-r = yhat - y (manual backprop, batched einsums; the update stays differentiable).
-Initial and reinitialised input weights are W_ij ~ N(0, 1/(m + 1)); w ~ N(0, 1/n), c = 0.
+r = yhat - y (manual backprop, batched einsums; the update stays differentiable). lambda = 0
+(the default) is plain backprop; lambda > 0 is the gradient of l_t + (lambda / 2) |params|^2,
+torch SGD's ``weight_decay`` on every parameter as in the authors' code (their "L2" learner;
+the bias column of W and c are decayed too). The activation phi (the paper's Fig. 2 compares
+three; the Nature paper's Extended Data Fig. 2b six), with phi' written through h:
+
+    tanh: 1 - h^2     sigmoid: h (1 - h)     relu: [h > 0]     leaky_relu (slope 0.01): 1 or 0.01
+
+Initial and reinitialised input weights are W_ij ~ N(0, g^2 / (m + 1)) with g = ``init_gain``
+(default 1); the authors' code draws them Kaiming-uniform, of variance g^2 / (m + 1) with g the
+activation's gain (`KAIMING_GAIN`: tanh 5/3, sigmoid 1, relu sqrt 2), which ``init_gain`` set to
+that gain matches in variance. w ~ N(0, 1/n) (the authors': uniform of the same variance), c = 0.
 
 Generate-and-test (continual backprop), per hidden unit i after the SGD update, with the
 contribution utility of the Nature paper's Methods eq. (1) (one output unit, so the sum over
@@ -37,7 +49,8 @@ accumulator (the paper's per-step rho n is well below one) makes the number of r
 after t steps exactly floor(rho n t) whenever enough units are mature. Paper defaults:
 rho = 1e-4, eta = 0.99, maturity 100, step size 0.01.
 
-theta = (log alpha, log rho, logit eta), D = 3. State `ContinualBackpropState`.
+theta = (log alpha, log rho, logit eta), D = 3; the weight decay lambda, the activation and
+the initial scale are constructor settings. State `ContinualBackpropState`.
 
 What ``differentiable = True`` means here: autograd through `step` gives the pathwise derivative
 of the unroll with the discrete decisions held fixed: which bits flip, which units are replaced
@@ -76,9 +89,16 @@ from .registry import register
 from .validation import check_int
 
 __all__ = ["ContinualBackprop", "ContinualBackpropState", "bit_flipping_target",
-           "contribution_utility", "replacement_mask"]
+           "contribution_utility", "replacement_mask", "activate", "ACTIVATIONS", "KAIMING_GAIN"]
 
 _TARGET_W, _TARGET_V, _BITS0, _FLIP, _RANDOM, _INIT, _INIT_OUT, _REINIT = range(8)
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "leaky_relu")
+"""The hidden activations phi of the learner (`activate`)."""
+KAIMING_GAIN = {"tanh": 5.0 / 3.0, "sigmoid": 1.0, "relu": math.sqrt(2.0),
+                "leaky_relu": math.sqrt(2.0 / (1.0 + 0.01 ** 2))}
+"""torch.nn.init.calculate_gain of each activation: the authors' initial weight scale g."""
+_LEAK = 0.01
 
 
 class ContinualBackpropState(NamedTuple):
@@ -98,15 +118,49 @@ class ContinualBackpropState(NamedTuple):
 def bit_flipping_target(x: Tensor, v_in: Tensor, v_out: Tensor, beta: float) -> Tensor:
     """y = sum_j v_j [V_j . x > (m + 1) beta - S_j], ``[B]``.
 
+    The weights come as {-1, +1} numbers or as signs (bool, True = +1); with signs P, V_j . x =
+    2 P_j . x - sum(x) and S_j = (m + 1) - sum(P_j), the same integers (exact in floating point)
+    without building the +-1 tensor every step.
+
     Args:
         x: ``[B, m + 1]`` inputs in {0, 1} (the last one the bias 1).
-        v_in: ``[B, H, m + 1]`` target input weights in {-1, +1}.
-        v_out: ``[B, H]`` target output weights in {-1, +1}.
+        v_in: ``[B, H, m + 1]`` target input weights in {-1, +1}, or their signs (bool).
+        v_out: ``[B, H]`` target output weights in {-1, +1}, or their signs (bool).
         beta: the LTU threshold fraction (0.7 in the paper).
     """
-    s = (v_in < 0).sum(-1).to(x.dtype)                                   # [B, H]
-    ltu = (torch.einsum("bhi,bi->bh", v_in, x) > x.shape[-1] * beta - s).to(x.dtype)
+    if v_in.dtype == torch.bool:
+        p = v_in.to(x.dtype)
+        dot = 2.0 * torch.einsum("bhi,bi->bh", p, x) - x.sum(-1, keepdim=True)
+        s = x.shape[-1] - p.sum(-1)                                      # [B, H]
+    else:
+        dot = torch.einsum("bhi,bi->bh", v_in, x)
+        s = (v_in < 0).sum(-1).to(x.dtype)
+    if v_out.dtype == torch.bool:
+        v_out = 2.0 * v_out.to(x.dtype) - 1.0
+    ltu = (dot > x.shape[-1] * beta - s).to(x.dtype)
     return (ltu * v_out).sum(-1)
+
+
+def activate(z: Tensor, activation: str) -> tuple[Tensor, Tensor]:
+    """``(h, phi'(z))`` for the pre-activations ``z`` ``[B, n]``, each ``[B, n]``.
+
+    tanh: phi' = 1 - h^2; sigmoid: h (1 - h); relu: [z > 0]; leaky_relu: 1 where z > 0, else
+    0.01 (the derivative at the kink z = 0 is taken as the left one).
+
+    Args:
+        z: ``[B, n]`` pre-activations W x.
+        activation: one of `ACTIVATIONS`.
+    """
+    if activation == "tanh":
+        h = torch.tanh(z)
+        return h, 1.0 - h * h
+    if activation == "sigmoid":
+        h = torch.sigmoid(z)
+        return h, h * (1.0 - h)
+    slope = 0.0 if activation == "relu" else _LEAK
+    pos = z > 0
+    d = torch.where(pos, torch.ones_like(z), torch.full_like(z, slope))
+    return z * d, d
 
 
 def contribution_utility(u: Tensor, h: Tensor, w_out: Tensor, eta: Tensor) -> Tensor:
@@ -138,7 +192,13 @@ def replacement_mask(utility: Tensor, mature: Tensor, k: Tensor) -> Tensor:
 
 @register("continual_backprop")
 class ContinualBackprop(System):
-    """Bit-Flipping with a 1-hidden-layer learner and generate-and-test; theta = (log alpha, log rho, logit eta)."""
+    """Bit-Flipping with a 1-hidden-layer learner and generate-and-test; theta = (log alpha, log rho, logit eta).
+
+    Constructor settings beyond the paper's problem constants: ``weight_decay`` lambda >= 0 (L2
+    regularisation of every parameter), ``activation`` (one of `ACTIVATIONS`), ``init_gain`` g
+    (input weights N(0, g^2 / (m + 1))). A ReLU-type activation makes the loss piecewise smooth
+    (``smooth = False``).
+    """
 
     param_dim = 3
     regimes = {"regular": {"replacement_rate": 1e-8, "flip_every": 1000},
@@ -147,7 +207,8 @@ class ContinualBackprop(System):
     def __init__(self, step_size: float = 0.01, replacement_rate: float = 1e-4,
                  decay: float = 0.99, maturity: int = 100, hidden: int = 5, n_bits: int = 20,
                  n_flipping: int = 15, flip_every: int = 10_000, target_hidden: int = 100,
-                 beta: float = 0.7, horizon: int = 2000):
+                 beta: float = 0.7, horizon: int = 2000, weight_decay: float = 0.0,
+                 activation: str = "tanh", init_gain: float = 1.0):
         if not step_size > 0 or not math.isfinite(step_size):
             raise ValueError(f"step_size must be > 0 and finite, got {step_size}")
         if not 0 < replacement_rate <= 1:
@@ -156,6 +217,13 @@ class ContinualBackprop(System):
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         if not 0 < beta < 1:
             raise ValueError(f"beta must be in (0, 1), got {beta}")
+        if not 0 <= weight_decay < math.inf:
+            raise ValueError(f"weight_decay must be >= 0 and finite, got {weight_decay}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
+                             f"got {activation!r}")
+        if not 0 < init_gain < math.inf:
+            raise ValueError(f"init_gain must be > 0 and finite, got {init_gain}")
         check_int("maturity", maturity, low=0)
         for name, v in [("hidden", hidden), ("n_bits", n_bits), ("flip_every", flip_every),
                         ("target_hidden", target_hidden), ("horizon", horizon)]:
@@ -167,6 +235,8 @@ class ContinualBackprop(System):
         self.maturity, self.hidden, self.n_bits, self.n_flipping = maturity, hidden, n_bits, n_flipping
         self.flip_every, self.target_hidden, self.beta = flip_every, target_hidden, beta
         self.horizon = horizon
+        self.weight_decay, self.activation, self.init_gain = weight_decay, activation, init_gain
+        self.smooth = activation in ("tanh", "sigmoid")
         self.n_in = n_bits + 1
         self.state_dim = hidden * (self.n_in + 2) + 2   # the floating leaves: W, w, c, u, c_acc
 
@@ -190,7 +260,7 @@ class ContinualBackprop(System):
                 noise.uniform(keys, 0, _TARGET_V, shape[:1], torch.float64) >= 0.5)
 
     def fresh_inputs(self, keys: Tensor, t: Tensor | int, stream: int, dtype: torch.dtype) -> Tensor:
-        """Input weights from the initial distribution N(0, 1/(m + 1)), ``[B, n, m + 1]``.
+        """Input weights from the initial distribution N(0, g^2/(m + 1)), ``[B, n, m + 1]``.
 
         Args:
             keys: ``[B]`` int64 episode keys.
@@ -199,7 +269,9 @@ class ContinualBackprop(System):
             dtype: the weights' dtype.
         """
         z = noise.normal(keys, t, stream, (self.hidden, self.n_in), dtype)
-        return z / math.sqrt(self.n_in)
+        if self.init_gain == 1.0:  # the rounding of the original N(0, 1/(m + 1)), bit for bit
+            return z / math.sqrt(self.n_in)
+        return z * (self.init_gain / math.sqrt(self.n_in))
 
     def init_state(self, theta: Tensor, keys: Tensor) -> ContinualBackpropState:
         b, n, dt = theta.shape[0], self.hidden, theta.dtype
@@ -235,18 +307,21 @@ class ContinualBackprop(System):
         alpha, rho = torch.exp(theta[:, 0]), torch.exp(theta[:, 1])
         eta = torch.sigmoid(theta[:, 2])[:, None]
         bits, x = self.inputs(state.bits, keys, t, theta.dtype)
-        one = torch.ones((), dtype=x.dtype, device=x.device)
-        y = bit_flipping_target(x, torch.where(state.v_in, one, -one),
-                                torch.where(state.v_out, one, -one), self.beta)
+        y = bit_flipping_target(x, state.v_in, state.v_out, self.beta)
 
-        h = torch.tanh(torch.einsum("bni,bi->bn", state.w_in, x))
+        h, dh = activate(torch.einsum("bni,bi->bn", state.w_in, x), self.activation)
         r = (h * state.w_out).sum(1) + state.b_out - y
         loss = r * r
         g = 2.0 * alpha * r                                                  # [B]
-        dz = g[:, None] * state.w_out * (1.0 - h * h)
+        dz = g[:, None] * state.w_out * dh
         w_in = state.w_in - dz[:, :, None] * x[:, None, :]
         w_out = state.w_out - g[:, None] * h
         b_out = state.b_out - g
+        if self.weight_decay:
+            decay = alpha * self.weight_decay
+            w_in = w_in - decay[:, None, None] * state.w_in
+            w_out = w_out - decay[:, None] * state.w_out
+            b_out = b_out - decay * state.b_out
 
         utility = contribution_utility(state.utility, h, state.w_out, eta)
         age = state.age + 1

@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from systems import check_system, tree_leaves
-from systems.continual_backprop import (_REINIT, ContinualBackprop, bit_flipping_target,
+from systems import check_system, noise, tree_leaves
+from systems.continual_backprop import (_INIT, _REINIT, ACTIVATIONS, KAIMING_GAIN,
+                                        ContinualBackprop, activate, bit_flipping_target,
                                         contribution_utility, replacement_mask)
 from tests.helpers import rollout
 
@@ -27,6 +28,19 @@ def test_target_is_the_ltu_network_on_a_hand_case():
     assert bit_flipping_target(x, v_in, v_out, 0.9).item() == 0.0
     x2 = torch.tensor([[1.0, 0.0, 0.0, 1.0]], dtype=F64)               # unit 0: 2 > 2.8 no; unit 1: 2 > 0.8
     assert bit_flipping_target(x2, v_in, v_out, 0.7).item() == -1.0
+
+
+def test_target_from_signs_equals_target_from_plus_minus_one():
+    system = small(n_bits=12, target_hidden=40)
+    keys = torch.arange(64)
+    v_in, v_out = system.target(keys)
+    bits = noise.uniform(keys, 3, 0, (12,), F64) < 0.5
+    x = torch.cat([bits, torch.ones(64, 1, dtype=torch.bool)], dim=1).to(F64)
+    sign = lambda b: torch.where(b, 1.0, -1.0).to(F64)  # noqa: E731
+    for beta in (0.3, 0.7):
+        y = bit_flipping_target(x, v_in, v_out, beta)
+        assert torch.equal(y, bit_flipping_target(x, sign(v_in), sign(v_out), beta))
+        assert y.abs().max() > 0
 
 
 def test_utility_update_in_a_step_matches_the_formula():
@@ -145,9 +159,67 @@ def test_check_system_passes_in_every_regime():
         assert report.ok and report.differentiable, (regime, str(report))
 
 
+def test_activations_and_their_derivatives_match_torch():
+    z = torch.linspace(-3, 3, 13, dtype=F64).reshape(1, 13)           # includes z = 0
+    reference = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
+                 "leaky_relu": lambda v: torch.nn.functional.leaky_relu(v, 0.01)}
+    for name in ACTIVATIONS:
+        h, dh = activate(z, name)
+        leaf = z.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(reference[name](leaf).sum(), leaf)
+        torch.testing.assert_close(h, reference[name](z), rtol=1e-15, atol=0)
+        torch.testing.assert_close(dh, grad, rtol=1e-12, atol=1e-15, msg=name)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_sgd_step_is_minus_alpha_times_the_regularised_gradient(activation, weight_decay):
+    """W, w, c after a step (no replacement) = p - alpha grad_p [(yhat - y)^2 + lambda/2 |p|^2],
+    the gradient by autograd through a plain forward pass (torch's own activation)."""
+    system = small(maturity=1000, activation=activation, weight_decay=weight_decay,
+                   init_gain=KAIMING_GAIN[activation])
+    theta = system.init_params(dtype=F64).expand(3, -1)
+    keys = torch.tensor([1, 2, 3])
+    _, state = rollout(system, theta, keys, 9)
+    state = state._replace(b_out=torch.tensor([0.3, -0.2, 0.1], dtype=F64))
+    t = torch.full_like(keys, 9)
+    nxt, loss = system.step(theta, state, t, keys)
+    _, x = system.inputs(state.bits, keys, t, F64)
+    sign = lambda b: torch.where(b, 1.0, -1.0).to(F64)  # noqa: E731
+    y = bit_flipping_target(x, sign(state.v_in), sign(state.v_out), system.beta)
+    phi = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu,
+           "leaky_relu": lambda v: torch.nn.functional.leaky_relu(v, 0.01)}[activation]
+    params = [p.clone().requires_grad_() for p in (state.w_in, state.w_out, state.b_out)]
+    w_in, w_out, b_out = params
+    yhat = (phi(torch.einsum("bni,bi->bn", w_in, x)) * w_out).sum(1) + b_out
+    objective = ((yhat - y) ** 2).sum() + weight_decay / 2 * sum((p * p).sum() for p in params)
+    grads = torch.autograd.grad(objective, params)
+    torch.testing.assert_close(loss, ((yhat - y) ** 2).detach(), rtol=1e-13, atol=0)
+    for new, old, g in zip((nxt.w_in, nxt.w_out, nxt.b_out), params, grads):
+        torch.testing.assert_close(new, old.detach() - 0.01 * g, rtol=1e-13, atol=1e-15)
+
+
+def test_init_gain_scales_the_initial_and_fresh_input_weights():
+    keys, t = torch.tensor([3, 4]), torch.tensor([7, 7])
+    one, two = small(), small(init_gain=2.5)
+    for stream in (_INIT, _REINIT):
+        torch.testing.assert_close(two.fresh_inputs(keys, t, stream, F64),
+                                   2.5 * one.fresh_inputs(keys, t, stream, F64), rtol=1e-15, atol=0)
+    theta = one.init_params(dtype=F64).expand(2, -1)
+    torch.testing.assert_close(two.init_state(theta, keys).w_in,
+                               2.5 * one.init_state(theta, keys).w_in, rtol=1e-15, atol=0)
+
+
+def test_relu_learner_is_declared_piecewise_smooth():
+    assert small().smooth and small(activation="sigmoid").smooth
+    assert not small(activation="relu").smooth and not small(activation="leaky_relu").smooth
+
+
 @pytest.mark.parametrize("bad", [{"step_size": 0.0}, {"replacement_rate": 0.0},
                                  {"decay": 1.0}, {"beta": 1.5}, {"n_flipping": 30},
-                                 {"hidden": 0}, {"maturity": -1}])
+                                 {"hidden": 0}, {"maturity": -1}, {"weight_decay": -1e-3},
+                                 {"weight_decay": math.nan}, {"activation": "softplus"},
+                                 {"init_gain": 0.0}])
 def test_bad_arguments_are_rejected(bad):
     with pytest.raises((ValueError, TypeError), match=next(iter(bad))):
         ContinualBackprop(**bad)
