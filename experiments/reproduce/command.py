@@ -15,12 +15,13 @@ from experiments.core.resolve import (parse_overrides, resolve_device, resolve_s
 from experiments.core.store import STORE_FILE, ResultsStore
 from experiments.core.sweep import add_backend_arguments, backend_options
 
-from . import fig1, fig2, fig3, fig4, forgetting, robot
+from . import fig1, fig2, fig3, fig4, forgetting, plasticity, robot
 
 __all__ = ["FIGURES", "add_arguments", "main", "COMMANDS"]
 
 FIGURES = {"fig1": fig1.FIGURE, "fig2": fig2.FIGURE, "fig3": fig3.FIGURE, "fig4": fig4.FIGURE,
-           "robot": robot.FIGURE, "forgetting": forgetting.FIGURE}
+           "robot": robot.FIGURE, "plasticity": plasticity.FIGURE,
+           "forgetting": forgetting.FIGURE}
 ALL = ("fig1", "fig2", "fig3", "fig4")  # "all": the paper's figures (robot needs the mujoco extra)
 
 
@@ -37,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     # against the choices and rejects it
     p.add_argument("figures", nargs="*", default=[], type=_figure_name,
                    metavar="FIGURE", help="fig1, fig2, fig3, fig4, all (these four; the "
-                   "default), robot (figure 1 on MuJoCo's HalfCheetah, the mujoco extra) or "
-                   "forgetting (permuted digits: MLP vs active dendrites + k-WTA)")
+                   "default), robot (figure 1 on MuJoCo's HalfCheetah, the mujoco extra), "
+                   "plasticity (loss of plasticity on Bit-Flipping: backprop, L2, continual "
+                   "backprop), forgetting (permuted digits: MLP vs active dendrites + k-WTA)")
     p.add_argument("--quick", action="store_true",
                    help="small settings (a few minutes on a CPU); default: publication settings")
     p.add_argument("--system", default=None, metavar="NAME",
