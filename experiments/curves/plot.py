@@ -157,6 +157,12 @@ def _legend(fig, names, ref_lines, references):
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
 
 
+def _width(columns: int) -> float:
+    """Figure width in inches for ``columns`` regime columns: 5.2 each, at least 9 so that one
+    column keeps its title, labels and legend inside the figure."""
+    return max(5.2 * columns, 9.0)
+
+
 def _grid(summary, x_key, select, title, xlabel, ref_lines=None, x_log=False, notes=None,
           references=None):
     """A (metrics x regimes) grid of panels; ``select(row) -> bool`` picks rows. Returns the
@@ -165,7 +171,7 @@ def _grid(summary, x_key, select, title, xlabel, ref_lines=None, x_log=False, no
     ``references``: {regime: {x: |grad L_sigma|^2}}, drawn in the bias^2 panels as the scale
     of the target (a bias^2 above it is worse than answering zero)."""
     regimes = list(dict.fromkeys(r["regime"] for r in summary))
-    fig, axes = new_figure(len(_METRICS), len(regimes), 5.2 * len(regimes), 12, layout=None,
+    fig, axes = new_figure(len(_METRICS), len(regimes), _width(len(regimes)), 12, layout=None,
                            sharex="col")
     names = list(dict.fromkeys(r["estimator"] for r in summary if select(r)))
     xs = sorted({r[x_key] for r in summary if select(r)})
@@ -362,7 +368,7 @@ def plot_cost(ctx: _Context, directory: str | Path) -> Path:
     from matplotlib.lines import Line2D
     cfg, T_max = ctx.cfg, ctx.T_max
     regimes = list(cfg.regimes)
-    fig, axes = new_figure(2, len(regimes), 5.2 * len(regimes), 8.5, layout=None)
+    fig, axes = new_figure(2, len(regimes), _width(len(regimes)), 8.5, layout=None)
     data, labels = [], []
     for j, regime in enumerate(regimes):
         rows = [r for r in ctx.summary if r["regime"] == regime and r["T"] == T_max]

@@ -161,3 +161,9 @@ def test_overflowing_samples_are_counted_not_fatal(tmp_path):
     assert math.isnan(row["variance"]) or row["variance"] > 0
     curves.plot(res, tmp_path)                                # figures still come out
     assert (tmp_path / "figures" / "curves_logistic_map_horizon.png").exists()
+
+
+def test_one_regime_figures_are_wide_enough_for_their_labels():
+    from experiments.curves.plot import _width
+    assert _width(1) == 9.0            # one column: title, labels and legend stay inside
+    assert _width(2) == 10.4 and _width(3) == pytest.approx(15.6)
