@@ -199,7 +199,17 @@ class ActiveDendrites(System):
 
     def init_params(self, dtype=torch.float32, device=None) -> Tensor:
         """``(log 0.1, logit 0.25, logit 0.5)``: lr 0.1, k = H / 4, momentum 0.5."""
-        return torch.tensor([math.log(0.1), math.log(1 / 3), 0.0], dtype=dtype, device=device)
+        return self.theta_for(0.1, 0.25, 0.5, dtype=dtype, device=device)
+
+    @staticmethod
+    def theta_for(lr: float, k_fraction: float, momentum: float, dtype=torch.float32,
+                  device=None) -> Tensor:
+        """``(log lr, logit k_fraction, logit momentum)`` ``[3]``: the theta whose
+        `hyper_parameters` are these (k = round(H k_fraction))."""
+        def logit(q: float) -> float:
+            return math.log(q / (1.0 - q))
+        return torch.tensor([math.log(lr), logit(k_fraction), logit(momentum)], dtype=dtype,
+                            device=device)
 
     def hyper_parameters(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(lr [B], k [B] int64, beta [B])`` from theta ``[B, 3]``."""

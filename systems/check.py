@@ -367,14 +367,11 @@ def _gradient(system: System, ctx: _Context) -> str:
 def _moved(system: System, ctx: _Context, key: Tensor, coords: list[int], n: int) -> list[float]:
     """For each coordinate in ``coords``: the largest relative loss change over the `_PROBES`
     coordinate steps, ``max_h |L(theta + h e_d) - L(theta)| / (1 + |L(theta)|)``."""
-    rows = [ctx.theta]
-    for d in coords:
-        for h in _PROBES:
-            row = ctx.theta.clone()
-            row[d] += h
-            rows.append(row)
+    units = torch.eye(system.param_dim, dtype=F64)[coords]                       # [C, D]
+    steps = units[:, None] * torch.tensor(_PROBES, dtype=F64)[:, None]            # [C, P, D]
+    rows = torch.cat([ctx.theta[None], ctx.theta + steps.reshape(-1, system.param_dim)])
     with torch.no_grad():
-        _, losses = _rollout(system, torch.stack(rows), key.expand(len(rows)).clone(), n)
+        _, losses = _rollout(system, rows, key.expand(rows.shape[0]).clone(), n)
     mean = losses.mean(1)
     change = ((mean[1:] - mean[0]).abs() / (1 + mean[0].abs())).reshape(len(coords), -1)
     return [float(c) if bool(torch.isfinite(c).all()) else float("inf")

@@ -16,7 +16,7 @@ from typing import NamedTuple, Sequence
 import torch
 
 __all__ = ["Bias", "bias2", "PairStats", "pair_stats", "Fit", "ols", "log10_trace_cov",
-           "log10_norm"]
+           "log10_norm", "mean_se"]
 
 
 class Bias(NamedTuple):
@@ -113,3 +113,13 @@ def log10_norm(v: torch.Tensor) -> float:
     if not bool(torch.isfinite(scale)) or scale == 0:
         return math.nan if not bool(torch.isfinite(scale)) else -math.inf
     return float((v / scale).norm().log10() + scale.log10())
+
+
+def mean_se(x: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``x`` over ``dim`` (the runs: seeds, keys) and its standard error s / sqrt(n),
+    s the sample standard deviation; NaN standard errors for a single run."""
+    n = x.shape[dim]
+    mean = x.mean(dim)
+    if n < 2:
+        return mean, torch.full_like(mean, math.nan)
+    return mean, x.std(dim) / math.sqrt(n)

@@ -67,7 +67,6 @@ many SEs but not k-WTA alone.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -76,12 +75,13 @@ import torch
 
 import systems
 from experiments.core.plotting import errorbar, new_figure, save_figure
+from experiments.core.stats import mean_se
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult
 
 from .common import Figure, episode_keys, measure_cells, select_rows
 
-__all__ = ["ForgettingConfig", "VARIANTS", "VARIANT_LABELS", "cells", "compute", "theta",
+__all__ = ["ForgettingConfig", "VARIANTS", "VARIANT_LABELS", "cells", "compute",
            "train_sequentially", "accuracy_runs", "seen_mean", "mean_se", "run_forgetting",
            "plot_forgetting", "FIGURE"]
 
@@ -137,14 +137,6 @@ def cells(cfg: ForgettingConfig) -> list[Cell]:
             for v in cfg.variants for seed in cfg.seeds]
 
 
-def theta(lr: float, k_fraction: float, momentum: float, dtype=torch.float32,
-          device=None) -> torch.Tensor:
-    """``(log lr, logit k_fraction, logit momentum)`` ``[3]``, the system's theta."""
-    logit = lambda q: math.log(q / (1 - q))  # noqa: E731
-    return torch.tensor([math.log(lr), logit(k_fraction), logit(momentum)], dtype=dtype,
-                        device=device)
-
-
 def train_sequentially(system, theta: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Train ``B`` runs through the tasks in sequence; accuracy after each task.
 
@@ -172,7 +164,8 @@ def compute(cell: Cell, device) -> CellResult:
     system = systems.make(cell.system, n_tasks=p["n_tasks"], steps_per_task=p["steps_per_task"],
                           hidden=p["hidden"], batch_size=p["batch_size"], **VARIANTS[p["variant"]])
     keys = episode_keys(cell.seed, p["keys"], device)
-    th = theta(p["lr"], p["k_fraction"], p["momentum"], device=device).expand(p["keys"], -1)
+    th = system.theta_for(p["lr"], p["k_fraction"], p["momentum"], device=device)
+    th = th.expand(p["keys"], -1)
     with torch.no_grad():
         acc = train_sequentially(system, th, keys)
     return CellResult({"accuracy": acc.tolist(), "episode_keys": keys.tolist()},
@@ -200,13 +193,6 @@ def seen_mean(acc: torch.Tensor) -> torch.Tensor:
     n = acc.shape[-1]
     seen = torch.tril(torch.ones(n, n, dtype=acc.dtype))
     return (acc * seen).sum(-1) / seen.sum(-1)
-
-
-def mean_se(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over runs (axis 0) and its standard error std / sqrt(R) (NaN for one run)."""
-    r = x.shape[0]
-    se = x.std(0) / math.sqrt(r) if r > 1 else torch.full_like(x[0], math.nan)
-    return x.mean(0), se
 
 
 def _panels(axes, cfg: ForgettingConfig, rows: Sequence[dict]) -> list[list]:

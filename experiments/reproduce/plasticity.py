@@ -52,7 +52,6 @@ checks the claim that holds there (continual backprop below backprop by > 3 SE).
 """
 from __future__ import annotations
 
-import math
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ import torch
 import systems
 from estimators.rollout import compiled as compiled_system
 from experiments.core.plotting import new_figure, save_figure
+from experiments.core import stats
 from experiments.core.store import Cell, ResultsStore
 from experiments.core.sweep import CellResult
 
@@ -236,8 +236,8 @@ def errors(rows: Sequence[dict], method: str) -> torch.Tensor:
 
 
 def mean_se(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over the last axis (keys) and its standard error s / sqrt(n)."""
-    return x.mean(-1), x.std(-1) / math.sqrt(x.shape[-1])
+    """Mean over the last axis (keys) and its standard error (`experiments.core.stats.mean_se`)."""
+    return stats.mean_se(x, dim=-1)
 
 
 def late(e: torch.Tensor) -> torch.Tensor:
